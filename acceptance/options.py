@@ -1,0 +1,233 @@
+"""Every setting of the suite, declared once.
+
+Each :class:`Option` is registered as a command-line option *and* an ini key in
+one option group, with one help string. :func:`resolve` is the single place
+where a value is looked up, in this order: command line, environment variable,
+ini file, default. A bad value raises :class:`pytest.UsageError` naming where it
+came from (``--gate-threshold``, ``$BIZOSAAS_GATE_THRESHOLD`` or the ini key),
+so pytest exits with status 4 and one line instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import pytest
+
+GROUP = "bizosaas acceptance"
+
+
+def _float_range(lo: float, hi: float) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        value = float(raw)
+        if not lo <= value <= hi:
+            raise ValueError(f"must be between {lo:g} and {hi:g}")
+        return value
+
+    parse.__name__ = f"number {lo:g}..{hi:g}"
+    return parse
+
+
+def _positive_float(raw: str) -> float:
+    value = float(raw)
+    if value <= 0:
+        raise ValueError("must be greater than 0")
+    return value
+
+
+_positive_float.__name__ = "positive number"
+
+
+def _positive_int(raw: str) -> int:
+    value = int(raw)
+    if value <= 0:
+        raise ValueError("must be a whole number greater than 0")
+    return value
+
+
+_positive_int.__name__ = "positive whole number"
+
+
+def _bool(raw: str) -> bool:
+    low = str(raw).strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be true or false")
+
+
+_bool.__name__ = "true/false"
+
+
+def _text(raw: str) -> str:
+    return str(raw)
+
+
+_text.__name__ = "text"
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        if raw not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return raw
+
+    parse.__name__ = "|".join(choices)
+    return parse
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting: its flag, environment variable, ini key, default and help."""
+
+    name: str  # ini key and stash name; the flag is --name-with-dashes
+    env: str
+    default: str | None
+    help: str
+    parse: Callable[[str], Any] = _text
+    secret: bool = False  # never echoed back in errors or headers
+    multiple: bool = False  # command line may repeat it
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def dest(self) -> str:
+        return "bizosaas_" + self.name
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("stack", "BIZOSAAS_STACK", None,
+           "Stack manifest (YAML) describing the target. Default: the BizOSaaS "
+           "Phase 2 staging topology in stacks/bizosaas-staging.yaml."),
+    Option("compose", "BIZOSAAS_COMPOSE", None,
+           "Derive the stack from a Docker Compose file (repeatable; "
+           "environment: paths separated by ':'). --stack then acts as an overlay.",
+           multiple=True),
+    Option("target_host", "BIZOSAAS_HOST", "127.0.0.1",
+           "Host where the services' published ports answer."),
+    Option("environment", "BIZOSAAS_ENV", None,
+           "Environment section of the manifest to use (e.g. staging, production).",
+           _text),
+    Option("docker_host", "DOCKER_HOST", None,
+           "Docker endpoint (unix://, tcp://, ssh://user@host). Default: the local engine."),
+    Option("postgres_user", "BIZOSAAS_POSTGRES_USER", "bizosaas",
+           "PostgreSQL user the suite connects as (read-only use)."),
+    Option("postgres_password", "BIZOSAAS_POSTGRES_PASSWORD", "staging-pg-password",
+           "PostgreSQL password. Default: the reference stack's.", secret=True),
+    Option("redis_password", "BIZOSAAS_REDIS_PASSWORD", "staging-redis-password",
+           "Redis password (empty for none). Default: the reference stack's.", secret=True),
+    Option("vault_token", "BIZOSAAS_VAULT_TOKEN", "staging-root-token",
+           "Vault/OpenBao token with read access to the services' secrets. "
+           "Default: the reference stack's.", secret=True),
+    Option("api_token", "BIZOSAAS_API_TOKEN", None,
+           "Bearer token for protected API endpoints. Default: read from Vault "
+           "at the manifest's api_token_path.", secret=True),
+    Option("http_timeout", "BIZOSAAS_HTTP_TIMEOUT", "5",
+           "Seconds before an HTTP request to a service counts as failed.",
+           _positive_float),
+    Option("connect_timeout", "BIZOSAAS_CONNECT_TIMEOUT", "5",
+           "Seconds to wait for an infrastructure client (PostgreSQL, Redis, "
+           "Vault, Temporal, Docker) to become ready before its checks fail.",
+           _positive_float),
+    Option("run_id", "BIZOSAAS_RUN_ID", None,
+           "Id of this run; tags every record integration checks create. "
+           "Default: generated."),
+    Option("gate_threshold", "BIZOSAAS_GATE_THRESHOLD", "95",
+           "Pass rate (percent) the run must exceed for the gate to pass.",
+           _float_range(0, 100)),
+    Option("gate_critical", "BIZOSAAS_GATE_CRITICAL", "true",
+           "Fail the gate when any check of a critical service fails, "
+           "whatever the pass rate.", _bool),
+    Option("gate_json", "BIZOSAAS_GATE_JSON", "reports/gate.json",
+           "Where to write the machine-readable verdict (JSON)."),
+    Option("perf_samples", "BIZOSAAS_PERF_SAMPLES", "20",
+           "Requests per endpoint in the performance suite.", _positive_int),
+    Option("perf_concurrency", "BIZOSAAS_PERF_CONCURRENCY", "4",
+           "Concurrent clients in the performance suite's error-rate check.",
+           _positive_int),
+    Option("allow_writes", "BIZOSAAS_ALLOW_WRITES", None,
+           "Allow integration checks to create (and remove) records. "
+           "Default: the manifest's allow_writes for the environment.", _bool),
+)
+
+BY_NAME = {opt.name: opt for opt in OPTIONS}
+
+
+def ini_name(opt: Option) -> str:
+    """Ini key of an option: gate_*/perf_* keep their name, the rest get a prefix."""
+    return opt.name if opt.name.startswith(("gate_", "perf_")) else "bizosaas_" + opt.name
+
+
+def addoption(parser: pytest.Parser) -> None:
+    """Register every option and its ini key in one group."""
+    group = parser.getgroup("bizosaas", GROUP)
+    for opt in OPTIONS:
+        extra = f" [env: {opt.env}]"
+        if opt.default is not None and not opt.secret:
+            extra += f" [default: {opt.default}]"
+        group.addoption(
+            opt.flag,
+            dest=opt.dest,
+            action="append" if opt.multiple else "store",
+            default=None,
+            metavar=opt.name.upper(),
+            help=opt.help + extra,
+        )
+        parser.addini(
+            ini_name(opt),
+            opt.help,
+            type="linelist" if opt.multiple else "string",
+            default=[] if opt.multiple else None,
+        )
+
+
+def lookup(config: pytest.Config, opt: Option) -> tuple[Any, str]:
+    """Return the raw value and the place it came from."""
+    cli = config.getoption(opt.dest, None)
+    if cli not in (None, []):
+        return cli, opt.flag
+    env = os.environ.get(opt.env)
+    if env is not None and env != "":
+        if opt.multiple:
+            return [p for p in env.split(os.pathsep) if p], f"${opt.env}"
+        return env, f"${opt.env}"
+    try:
+        ini = config.getini(ini_name(opt))
+    except ValueError:
+        ini = None
+    if ini not in (None, "", []):
+        return ini, f"ini key '{ini_name(opt)}'"
+    if opt.default is None:
+        return ([] if opt.multiple else None), "default"
+    return opt.default, "default"
+
+
+def resolve(config: pytest.Config, name: str) -> Any:
+    """Resolve one setting: command line, environment, ini, default.
+
+    Raises :class:`pytest.UsageError` with the source and the fix for a bad value.
+    """
+    opt = BY_NAME[name]
+    raw, where = lookup(config, opt)
+    if raw is None:
+        return None
+    if opt.multiple:
+        return list(raw)
+    try:
+        return opt.parse(raw)
+    except (TypeError, ValueError) as exc:
+        shown = "<hidden>" if opt.secret else repr(raw)
+        raise pytest.UsageError(
+            f"{where}: invalid value {shown} for {opt.flag}: {exc} "
+            f"(expected {getattr(opt.parse, '__name__', 'text')})"
+        ) from None
+
+
+def resolve_all(config: pytest.Config) -> dict[str, Any]:
+    """Resolve every option once (at configure time, so errors exit 4 early)."""
+    return {opt.name: resolve(config, opt.name) for opt in OPTIONS}
