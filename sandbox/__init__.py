@@ -1,0 +1,1 @@
+"""The BizOSaaS reference stack (a registry-free local replica of staging)."""

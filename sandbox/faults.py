@@ -1,0 +1,202 @@
+"""Switch faults of the reference stack on and off (data in faults.yaml)."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import yaml
+
+from sandbox import stack
+from sandbox.stack import HERE, STATE_DIR, SandboxError
+
+FAULTS_FILE = HERE / "faults.yaml"
+STATE_FILE = STATE_DIR / "fault.json"
+OVERRIDE_FILE = STATE_DIR / "fault-override.yaml"
+
+
+class _Loader(yaml.SafeLoader):
+    """Keeps Compose's `!override` / `!reset` tags so they reach Compose intact."""
+
+
+@dataclass(frozen=True)
+class Tagged:
+    tag: str
+    value: Any
+
+
+def _tagged(loader: yaml.SafeLoader, node: yaml.Node) -> Tagged:
+    if isinstance(node, yaml.SequenceNode):
+        return Tagged(node.tag, loader.construct_sequence(node, deep=True))
+    if isinstance(node, yaml.MappingNode):
+        return Tagged(node.tag, loader.construct_mapping(node, deep=True))
+    return Tagged(node.tag, loader.construct_scalar(node))
+
+
+_Loader.add_constructor("!override", _tagged)
+_Loader.add_constructor("!reset", _tagged)
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+def _represent_tagged(dumper: yaml.SafeDumper, data: Tagged) -> yaml.Node:
+    if isinstance(data.value, list):
+        return dumper.represent_sequence(data.tag, data.value)
+    if isinstance(data.value, dict):
+        return dumper.represent_mapping(data.tag, data.value)
+    return dumper.represent_scalar(data.tag, str(data.value))
+
+
+_Dumper.add_representer(Tagged, _represent_tagged)
+
+
+@dataclass(frozen=True)
+class Fault:
+    name: str
+    category: str
+    service: str
+    summary: str
+    symptom: str = "healthy"
+    override: dict = field(default_factory=dict)
+    networks: dict = field(default_factory=dict)
+    remove: bool = False
+    up_fails: bool = False
+    action: str | None = None
+    expect: dict = field(default_factory=dict)
+
+
+def load() -> dict[str, Fault]:
+    raw = yaml.load(FAULTS_FILE.read_text(), Loader=_Loader)  # noqa: S506 - SafeLoader subclass
+    faults = {}
+    for name, body in raw.items():
+        try:
+            faults[name] = Fault(name=name, **body)
+        except TypeError as exc:
+            raise SandboxError(f"{FAULTS_FILE}: fault {name!r}: {exc}") from None
+    return faults
+
+
+def active() -> str | None:
+    try:
+        return json.loads(STATE_FILE.read_text()).get("fault")
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _container_name(service: str) -> str:
+    model = yaml.safe_load(stack.COMPOSE_FILE.read_text())
+    return model["services"][service]["container_name"]
+
+
+def _wait_symptom(client, fault: Fault, say: Callable[[str], None], timeout: float = 60) -> None:
+    from docker.errors import NotFound
+
+    name = _container_name(fault.service)
+    deadline = time.monotonic() + timeout
+    seen = "?"
+    while time.monotonic() < deadline:
+        try:
+            c = client.containers.get(name)
+            state = c.attrs["State"]
+            health = (state.get("Health") or {}).get("Status")
+            seen = f"{state.get('Status')}/{health or '-'} restarts={c.attrs.get('RestartCount')}"
+            if fault.symptom == "restarting" and (c.attrs.get("RestartCount", 0) >= 1
+                                                  or state.get("Status") == "restarting"):
+                return
+            if fault.symptom == "unhealthy" and health == "unhealthy":
+                return
+            if fault.symptom == "healthy" and health == "healthy":
+                return
+            if fault.symptom == "running" and state.get("Status") == "running":
+                return
+        except NotFound:
+            seen = "absent"
+            if fault.symptom == "absent":
+                return
+        time.sleep(0.5)
+    raise SandboxError(f"fault {fault.name}: {name} did not become {fault.symptom} "
+                       f"within {timeout:.0f}s (seen {seen})")
+
+
+def switch_on(name: str, say: Callable[[str], None]) -> Fault:
+    faults = load()
+    if name not in faults:
+        raise SandboxError(f"unknown fault {name!r}; list them with `python -m sandbox faults`")
+    fault = faults[name]
+    client = stack.docker_client()
+    current = active()
+    if current and current != name:
+        say(f"healing the active fault {current} first (one fault at a time)")
+        heal(say)
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    doc: dict[str, Any] = {"services": {fault.service: fault.override}}
+    if fault.networks:
+        doc["networks"] = fault.networks
+    OVERRIDE_FILE.write_text(yaml.dump(doc, Dumper=_Dumper, sort_keys=False))
+    STATE_FILE.write_text(json.dumps({"fault": name, "service": fault.service}))
+    if fault.remove:
+        stack.compose(["rm", "-f", "-s", fault.service], check=False)
+    if fault.override or fault.remove:
+        proc = stack.compose(["up", "-d", "--no-build", "--no-deps", fault.service],
+                             files=[OVERRIDE_FILE], check=not fault.up_fails)
+        if fault.up_fails and proc.returncode == 0:
+            raise SandboxError(f"fault {name}: compose started {fault.service} but should not have")
+    if fault.action:
+        _run_action(client, fault)
+    say(f"fault {name} on: {fault.summary}; waiting for {fault.service} to be {fault.symptom}")
+    _wait_symptom(client, fault, say)
+    say(f"fault {name} is on")
+    return fault
+
+
+def _run_action(client, fault: Fault) -> None:
+    name = _container_name(fault.service)
+    if fault.action == "stop":
+        client.containers.get(name).stop(timeout=5)
+    elif fault.action == "seal-vault":
+        res = client.containers.get(name).exec_run(
+            ["sh", "-c", 'BAO_ADDR=http://127.0.0.1:8200 BAO_TOKEN="$VAULT_DEV_ROOT_TOKEN_ID" '
+                         "bao operator seal"])
+        if res.exit_code != 0:
+            raise SandboxError(f"fault {fault.name}: sealing failed: {res.output[-200:]!r}")
+    else:
+        raise SandboxError(f"{FAULTS_FILE}: fault {fault.name}: unknown action {fault.action!r}")
+
+
+def heal(say: Callable[[str], None]) -> None:
+    """Recreate what the active fault touched from the base compose file."""
+    stack.docker_client()
+    current = active()
+    if current:
+        fault = load().get(current)
+        service = fault.service if fault else json.loads(STATE_FILE.read_text())["service"]
+        say(f"healing {current}: recreating {service}")
+        stack.compose(["up", "-d", "--no-build", "--no-deps", "--force-recreate", service])
+    stack.compose(["up", "-d", "--no-build", "--remove-orphans", "--wait", "--wait-timeout", "180"])
+    # The isolated network of a network fault is not part of the base project.
+    stack.compose(["rm", "-f"], check=False)
+    _drop_fault_networks(say)
+    STATE_FILE.unlink(missing_ok=True)
+    OVERRIDE_FILE.unlink(missing_ok=True)
+    say("healthy stack restored")
+
+
+def _drop_fault_networks(say: Callable[[str], None]) -> None:
+    client = stack.docker_client()
+    for fault in load().values():
+        for net in fault.networks.values():
+            for n in client.networks.list(names=[net["name"]]):
+                if not n.attrs.get("Containers"):
+                    n.remove()
+
+
+def describe() -> list[tuple[str, str, str, str]]:
+    return [(f.name, f.category, f.service, f.summary) for f in load().values()]
+
+
+def expectation(name: str) -> dict[str, list[str]]:
+    return dict(load()[name].expect)
