@@ -1,0 +1,151 @@
+"""Entry point: ``SERVICE=<key> python3 -m bizostub``."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+import signal
+import sys
+from types import ModuleType
+from typing import Any
+
+from aiohttp import web
+
+from .cache import Cache
+from .config import Settings, load_settings
+from .db import Database
+from .logs import configure_stdlib, log, set_service
+from .vault import Vault
+from .web import MIDDLEWARES, RT_KEY, Runtime, health_handler, openapi_handler, version_handler
+
+MODULES = {
+    "brain-api": "brain",
+    "wagtail-cms": "wagtail",
+    "django-crm": "crm",
+    "business-directory-api": "directory",
+    "coreldove-backend": "coreldove",
+    "ai-agents": "ai_agents",
+    "amazon-sourcing": "amazon",
+    "saleor-api": "saleor",
+}
+
+# Held for the life of the process (FAULT_MEMORY_MB).
+_BALLAST: list[bytearray] = []
+STARTUP_WAIT_S = 1.5
+
+
+def hold_memory(mb: int) -> None:
+    """Allocate ``mb`` MiB and write every page so it counts in RSS."""
+    block = bytearray(mb * 1024 * 1024)
+    for i in range(0, len(block), 4096):
+        block[i] = 1
+    _BALLAST.append(block)
+    log("warning", "Fault knob: holding memory", megabytes=mb)
+
+
+async def error_log_fault() -> None:
+    """FAULT_ERROR_LOG: an error line every 5 s (what the log scan must catch)."""
+    while True:
+        log(
+            "error",
+            "Unhandled exception in request handler",
+            detail="Traceback (most recent call last): RuntimeError: simulated failure (FAULT_ERROR_LOG)",
+        )
+        await asyncio.sleep(5)
+
+
+def build_app(rt: Runtime, module: ModuleType) -> web.Application:
+    """Assemble routes: common ones plus the service module's."""
+    app = web.Application(middlewares=MIDDLEWARES, client_max_size=1024 * 1024)
+    app[RT_KEY] = rt
+    spec = rt.settings.spec
+    health = health_handler(
+        getattr(module, "health_extra", None), getattr(module, "HEALTH_NESTED", False)
+    )
+    app.router.add_get(spec.health_path, health)
+    app.router.add_get("/version", version_handler)
+    app.router.add_get("/openapi.json", openapi_handler)
+    app.router.add_routes(module.routes())
+    return app
+
+
+async def serve(settings: Settings) -> None:
+    """Start dependencies in the background, serve, and wait for SIGTERM."""
+    module = importlib.import_module(f".services.{MODULES[settings.spec.key]}", __package__)
+    rt = Runtime(
+        settings=settings,
+        db=Database(settings.database_url),
+        cache=Cache(settings.redis_url),
+        vault=Vault(settings.vault_addr, settings.vault_token, settings.spec.key),
+    )
+    app = build_app(rt, module)
+    tasks: list[asyncio.Task[Any]] = [
+        asyncio.create_task(rt.db.initialise(module.setup_db)),
+        asyncio.create_task(rt.cache.connect_loop()),
+        asyncio.create_task(rt.vault.load_loop()),
+    ]
+    if hasattr(module, "start"):
+        tasks.append(asyncio.create_task(module.start(rt)))
+    if settings.fault_error_log:
+        tasks.append(asyncio.create_task(error_log_fault()))
+    # With dependencies up, the "Connected to ..." lines come before
+    # "Service started"; with them down we serve anyway (health says 503).
+    await asyncio.wait(tasks, timeout=STARTUP_WAIT_S)
+    rt.extra["background"] = tasks
+
+    async def report_keys() -> None:
+        await asyncio.wait_for(rt.vault.loaded.wait(), timeout=30)
+        if settings.spec.api_keys:
+            # Names and verdicts only; values never leave the process.
+            log("info", "API key check", api_keys=rt.key_statuses())
+
+    if settings.spec.api_keys:
+        tasks.append(asyncio.create_task(_quiet(report_keys())))
+
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "0.0.0.0", settings.port, reuse_address=True)
+    await site.start()
+    log("info", "Service started", port=settings.port, version=__import__("bizostub").__version__)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log("info", "Service stopping")
+    if hasattr(module, "stop"):
+        await module.stop(rt)
+    for task in tasks:
+        task.cancel()
+    await runner.cleanup()
+    await rt.cache.close()
+    await rt.db.close()
+
+
+async def _quiet(coro: Any) -> None:
+    try:
+        await coro
+    except TimeoutError:
+        pass
+
+
+def main() -> int:
+    """Parse settings (fatal gaps exit 1), apply fault knobs, serve."""
+    configure_stdlib()
+    set_service(os.environ.get("SERVICE", "").strip() or "bizostub")
+    try:
+        settings = load_settings()
+    except (KeyError, ValueError) as exc:
+        log("critical", str(exc).strip("'\""))
+        return 1
+    set_service(settings.spec.key)
+    if settings.fault_memory_mb:
+        hold_memory(settings.fault_memory_mb)
+    asyncio.run(serve(settings))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
