@@ -103,4 +103,8 @@ def report_labels(report: pytest.TestReport) -> tuple[str, str, bool]:
     """(suite, service, critical) of a report, as set at collection."""
     # Collection reports have no user_properties (a module that failed to import).
     props = dict(getattr(report, "user_properties", ()))
-    return str(props.get("suite", "other")), str(props.get("service", "-")), bool(props.get("critical", False))
+    return (
+        str(props.get("suite", "other")),
+        str(props.get("service", "-")),
+        bool(props.get("critical", False)),
+    )

@@ -48,7 +48,8 @@ def group_counts(checks: Iterable[Check]) -> dict[str, int | float | None]:
         key = {"xpassed": "passed", "error": "errors"}.get(check.outcome, check.outcome)
         c[key] += 1
     total = c["passed"] + c["failed"] + c["errors"]
-    return {**c, "total": total, "pass_rate": round(c["passed"] / total * 100, 2) if total else None}
+    rate = round(c["passed"] / total * 100, 2) if total else None
+    return {**c, "total": total, "pass_rate": rate}
 
 
 def per_group(checks: list[Check], attr: str) -> dict[str, dict[str, Any]]:

@@ -45,15 +45,21 @@ def suite_source(
     labels = f"@pytest.mark.{suite}\n@pytest.mark.service({service!r})\n"
     src = [
         "import pytest\n",
-        ("@pytest.fixture\ndef broken_setup():\n"
-        "    raise ConnectionError('cannot connect\\ncause: database unreachable — run docker logs')\n"),
-        "@pytest.fixture\ndef broken_teardown():\n    yield\n    raise RuntimeError('cleanup failed')\n",
+        (
+            "@pytest.fixture\ndef broken_setup():\n    raise ConnectionError("
+            "'cannot connect\\ncause: database unreachable — run docker logs')\n"
+        ),
+        (
+            "@pytest.fixture\ndef broken_teardown():\n"
+            "    yield\n    raise RuntimeError('cleanup failed')\n"
+        ),
     ]
     kinds = {
         "passed": (passed, "", "def test_passed(i):\n    pass\n"),
         "failed": (failed, "", "def test_failed(i):\n    assert i < 0, 'value out of range'\n"),
         "setup": (setup_errors, "", "def test_setup_error(i, broken_setup):\n    pass\n"),
-        "teardown": (teardown_errors, "", "def test_teardown_error(i, broken_teardown):\n    pass\n"),
+        "teardown": (teardown_errors, "",
+                     "def test_teardown_error(i, broken_teardown):\n    pass\n"),
         "skipped": (skipped, "", "def test_skipped(i):\n    pytest.skip('not deployed here')\n"),
         "xfailed": (xfailed, "@pytest.mark.xfail(reason='known bug')\n",
                     "def test_xfailed(i):\n    assert 0\n"),

@@ -101,7 +101,10 @@ def test_setup_and_teardown_errors_count_as_failures(pytester, make_suite, gate_
     # pytest: the teardown-error test is also "passed"; the gate counts it once, as an error.
     result.assert_outcomes(passed=19, errors=2)
     result.stdout.fnmatch_lines(
-        ["bizosaas gate: PASS  pass rate 90.0% > 89.0%  (18 passed, 0 failed, 2 errors, 0 skipped)*"]
+        [
+            "bizosaas gate: PASS  pass rate 90.0% > 89.0%  "
+            "(18 passed, 0 failed, 2 errors, 0 skipped)*"
+        ]
     )
     assert result.ret == 0
     data = gate_json()
@@ -158,7 +161,9 @@ def test_strict_xpass_is_a_failure(pytester, make_suite):
     make_suite(passed=19, strict_xpassed=1)
     result = pytester.runpytest(*PLUGIN)
     result.assert_outcomes(passed=19, failed=1)
-    result.stdout.fnmatch_lines(["bizosaas gate: FAIL  pass rate 95.0% <= 95.0%  (19 passed, 1 failed*"])
+    result.stdout.fnmatch_lines(
+        ["bizosaas gate: FAIL  pass rate 95.0% <= 95.0%  (19 passed, 1 failed*"]
+    )
     assert result.ret == 1
 
 
@@ -166,15 +171,21 @@ def test_critical_failure_fails_the_gate_at_a_high_rate(pytester, make_suite, ga
     make_suite(passed=99, critical_failed=1)
     result = pytester.runpytest(*PLUGIN)
     result.stdout.fnmatch_lines(
-        [("bizosaas gate: FAIL  pass rate 99.0% > 95.0%  (99 passed, 1 failed, 0 errors, 0 skipped)  "
-         "critical failures: 1 (test_suite.py::test_critical[0])")]
+        [
+            "bizosaas gate: FAIL  pass rate 99.0% > 95.0%  "
+            "(99 passed, 1 failed, 0 errors, 0 skipped)  "
+            "critical failures: 1 (test_suite.py::test_critical[0])"
+        ]
     )
     assert result.ret == 1
     assert gate_json()["critical_failures"] == ["test_suite.py::test_critical[0]"]
 
     relaxed = pytester.runpytest(*PLUGIN, "--gate-critical=false")
     relaxed.stdout.fnmatch_lines(
-        ["bizosaas gate: PASS  *critical failures: 1 (test_suite.py::test_critical[[]0]) [[]not enforced]"]
+        [
+            "bizosaas gate: PASS  "
+            "*critical failures: 1 (test_suite.py::test_critical[[]0]) [[]not enforced]"
+        ]
     )
     assert relaxed.ret == 0
     assert gate_json()["critical_enforced"] is False
