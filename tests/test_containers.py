@@ -1,0 +1,176 @@
+"""Suite 1: containers. State, health, restart policy, image, OOM, env and secrets.
+
+Everything comes from one shared Docker snapshot (inspect + stats), so this
+suite costs one round of API calls however many services there are.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+
+import pytest
+
+from fixtures.diagnose import Cause, check, fail, health_cmd, logs_cmd
+from fixtures.model import PLACEHOLDER, Service, Stack
+
+pytestmark = [pytest.mark.containers]
+
+
+def _attrs(docker_state, svc: Service) -> dict:
+    __tracebackhide__ = True
+    attrs = docker_state.container(svc)
+    if attrs is None:
+        fail(f"[EXISTS] {svc.key}: container {svc.container} not found",
+             expected=f"a container named {svc.container}",
+             seen="no such container on the engine",
+             cause=Cause.BUILD, why="never created: build or deploy failed, or it was removed",
+             next_cmd=[f"docker ps -a --filter name={svc.container}",
+                       "docker compose ps  # in the deployment's directory"])
+    return attrs
+
+
+def _started_ago(attrs: dict) -> float:
+    started = attrs["State"].get("StartedAt", "")
+    try:
+        ts = datetime.fromisoformat(started[:26].rstrip("Z") + "+00:00")
+    except ValueError:
+        return 0.0
+    return time.time() - ts.timestamp()
+
+
+def test_exists(service: Service, docker_state) -> None:
+    _attrs(docker_state, service)
+
+
+def test_running(service: Service, docker_state) -> None:
+    state = _attrs(docker_state, service)["State"]
+    check(state.get("Status") == "running" and state.get("Running"),
+          f"[STATE] ({state.get('Status')}) == running: {service.key}",
+          expected="status running", seen=f"status {state.get('Status')}, exit code "
+          f"{state.get('ExitCode')}, error {state.get('Error') or '-'}",
+          cause=Cause.WONT_START, why="the process exits at start (missing env, dependency, bad command)",
+          next_cmd=[logs_cmd(service.container), f"docker inspect --format "
+                    f"'{{{{json .State}}}}' {service.container}"])
+
+
+def test_not_restarting(service: Service, docker_state, stack: Stack) -> None:
+    attrs = _attrs(docker_state, service)
+    restarts = attrs.get("RestartCount", 0)
+    up_for = _started_ago(attrs)
+    stable_after = stack.threshold("stable_after_s")
+    restarting = attrs["State"].get("Restarting")
+    check(not restarting and (restarts == 0 or up_for >= stable_after),
+          f"[RESTARTS] ({restarts}) == 0: {service.key}",
+          expected=f"not restarting; restart count 0, or stable for {stable_after:g}s since the "
+                   "last restart",
+          seen=f"restarting={restarting}, restart count {restarts}, up {up_for:.0f}s",
+          cause=Cause.WONT_START, why="the container crashes and Docker keeps restarting it",
+          next_cmd=[logs_cmd(service.container, 100),
+                    f"docker inspect --format '{{{{.RestartCount}}}}' {service.container}"])
+
+
+def test_restart_count_stable(service: Service, docker_state, docker_client) -> None:
+    """A second look through the API: the count has not moved since the snapshot."""
+    before = _attrs(docker_state, service).get("RestartCount", 0)
+    now = docker_client.api.inspect_container(service.container).get("RestartCount", 0)
+    check(now == before, f"[RESTARTS] ({now}) == {before}: {service.key}",
+          expected=f"restart count unchanged during the run ({before})",
+          seen=f"{before} at the snapshot, {now} now",
+          cause=Cause.WONT_START, why="the container restarted while the suite ran",
+          next_cmd=logs_cmd(service.container, 100))
+
+
+def test_healthy(service: Service, docker_state) -> None:
+    attrs = _attrs(docker_state, service)
+    health = attrs["State"].get("Health")
+    if not service.healthcheck:
+        pytest.skip("the manifest says this container has no healthcheck")
+    status = (health or {}).get("Status", "none")
+    log = (health or {}).get("Log") or []
+    last = log[-1] if log else {}
+    check(status == "healthy", f"[HEALTH] ({status}) == healthy: {service.key}",
+          expected="Docker health status healthy",
+          seen=f"{status}; last probe exit {last.get('ExitCode', '-')}: "
+               f"{(last.get('Output') or '').strip()[:160] or '-'}",
+          cause=Cause.HEALTH if health else Cause.CONFIG,
+          why="its healthcheck command fails" if health else "no healthcheck is configured",
+          next_cmd=[health_cmd(service.container), logs_cmd(service.container)])
+
+
+def test_restart_policy(service: Service, docker_state) -> None:
+    policy = (_attrs(docker_state, service)["HostConfig"].get("RestartPolicy") or {}).get("Name")
+    check(policy == "unless-stopped", f"[POLICY] ({policy or 'no'}) == unless-stopped: "
+          f"{service.key}", expected="restart policy unless-stopped",
+          seen=f"restart policy {policy or 'none'}", cause=Cause.CONFIG,
+          why="the compose file's restart: is missing or different",
+          next_cmd=f"docker inspect --format '{{{{json .HostConfig.RestartPolicy}}}}' "
+                   f"{service.container}")
+
+
+def test_image_present(service: Service, docker_state) -> None:
+    attrs = _attrs(docker_state, service)
+    image_id, ref = attrs["Image"], attrs["Config"].get("Image")
+    present = docker_state.images.get(image_id, False)
+    check(present, f"[IMAGE] {ref} present: {service.key}",
+          expected=f"image {ref} ({image_id[:19]}) on the engine",
+          seen="image missing (removed after the container was created)",
+          cause=Cause.BUILD, why="the image was pruned or never built on this host",
+          next_cmd=[f"docker image ls {ref}", "docker compose build"])
+    if service.image:
+        check(ref == service.image, f"[IMAGE] ({ref}) == {service.image}: {service.key}",
+              expected=f"image {service.image}", seen=f"image {ref}", cause=Cause.BUILD,
+              next_cmd=f"docker inspect --format '{{{{.Config.Image}}}}' {service.container}")
+
+
+def test_not_oom_killed(service: Service, docker_state) -> None:
+    state = _attrs(docker_state, service)["State"]
+    check(not state.get("OOMKilled"), f"[OOM] OOMKilled: {service.key}",
+          expected="never killed for exceeding its memory limit",
+          seen="the kernel OOM-killed its last run", cause=Cause.MEMORY,
+          why="memory limit too low for the workload, or a leak",
+          next_cmd=[f"docker stats --no-stream {service.container}", logs_cmd(service.container)])
+
+
+def _env(attrs: dict) -> dict[str, str]:
+    return dict((e.split("=", 1) + [""])[:2] for e in attrs["Config"].get("Env") or [])
+
+
+def test_secret_present(secret_ref: tuple[Service, str], docker_state) -> None:
+    svc, name = secret_ref
+    env = _env(_attrs(docker_state, svc))
+    value = env.get(name)
+    check(bool(value), f"[ENV] {name} set: {svc.key}",
+          expected=f"{name} set and non-empty in the container's environment",
+          seen="missing" if value is None else "empty",
+          cause=Cause.API_KEY, why="environment variable not set in the deployment",
+          next_cmd=f"docker exec {svc.container} sh -c 'test -n \"${name}\" && echo set'")
+
+
+def test_secret_well_formed(secret_ref: tuple[Service, str], docker_state, stack: Stack) -> None:
+    """Not a placeholder, no surrounding spaces or quotes, the expected prefix.
+
+    The value itself is never shown: only what is wrong with it.
+    """
+    svc, name = secret_ref
+    value = _env(_attrs(docker_state, svc)).get(name) or ""
+    problems = []
+    if value != value.strip():
+        problems.append("surrounding whitespace")
+    stripped = value.strip()
+    if len(stripped) >= 2 and stripped[0] == stripped[-1] and stripped[0] in "'\"":
+        problems.append("surrounding quotes")
+    core = stripped.strip("'\"")
+    if PLACEHOLDER.match(core):
+        problems.append("a template placeholder (your-...-here)")
+    prefix = (stack.secret_formats.get(name) or {}).get("prefix")
+    if prefix and core and not core.startswith(prefix):
+        problems.append(f"does not start with {prefix!r}")
+    if not core:
+        problems.append("empty")
+    check(not problems, f"[ENV] {name} well-formed: {svc.key}",
+          expected="a real value" + (f" starting with {prefix!r}" if prefix else "")
+                   + ", no quotes or spaces around it",
+          seen=f"{len(value)} characters: " + ", ".join(problems),
+          cause=Cause.API_KEY, why="placeholder left in place, or extra spaces/quotes",
+          next_cmd=f"docker exec {svc.container} sh -c 'printf %s \"${name}\" | wc -c'")

@@ -1,0 +1,245 @@
+"""Suite 4: infrastructure connectivity. PostgreSQL, Redis, Vault, Temporal.
+
+Read-only toward the target, except the Temporal round trip, which runs a
+workflow tagged with the run id on a task queue of its own (nothing persists
+beyond Temporal's retention).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import pytest
+
+from fixtures.diagnose import Cause, check, fail, logs_cmd, short
+from fixtures.model import PLACEHOLDER, Service, Stack
+from fixtures.target import Target
+
+pytestmark = [pytest.mark.infra]
+
+
+def _pg(stack: Stack) -> Service:
+    return stack.by_protocol("postgres")  # type: ignore[return-value]
+
+
+# --------------------------------------------------------------------------- postgres
+
+
+@pytest.mark.service("postgres")
+@pytest.mark.critical
+def test_postgres_connect(postgres: Any, stack: Stack) -> None:
+    row = postgres.execute("select current_setting('server_version_num')::int").fetchone()
+    check(row and row[0] >= 150000, f"[VERSION] PostgreSQL ({row and row[0]}) >= 150000",
+          expected="PostgreSQL 15 or newer", seen=f"server_version_num {row and row[0]}",
+          cause=Cause.DATABASE, next_cmd="psql -c 'select version()'")
+
+
+def test_postgres_database_exists(database: str, postgres: Any, stack: Stack) -> None:
+    names = {r[0] for r in postgres.execute("select datname from pg_database").fetchall()}
+    check(database in names, f"[DATABASE] {database} exists",
+          expected=f"database {database}", seen=f"databases: {', '.join(sorted(names))}",
+          cause=Cause.DATABASE, why="the database was never created (init script not run)",
+          next_cmd=f"docker exec {_pg(stack).container} psql -U <user> -lqt")
+
+
+@pytest.mark.service("postgres")
+@pytest.mark.critical
+def test_postgres_connections(postgres: Any, stack: Stack) -> None:
+    used, limit = postgres.execute(
+        "select (select count(*) from pg_stat_activity), "
+        "current_setting('max_connections')::int").fetchone()
+    pct = used / limit * 100
+    max_pct = float(stack.threshold("pg_connections_pct"))
+    check(pct < max_pct, f"[CONNECTIONS] ({used}/{limit} = {pct:.0f}%) < {max_pct:.0f}%",
+          expected=f"fewer than {max_pct:.0f}% of max_connections in use",
+          seen=f"{used} of {limit} connections in use", cause=Cause.DATABASE,
+          why="connection pool exhaustion (a service leaks connections or pools too large)",
+          next_cmd="psql -c 'select usename, application_name, client_addr, state, count(*) "
+                   "from pg_stat_activity group by 1,2,3,4 order by 5 desc'")
+
+
+# --------------------------------------------------------------------------- redis
+
+
+@pytest.mark.service("redis")
+@pytest.mark.critical
+def test_redis_ping(redis_client: Any) -> None:
+    check(redis_client.ping() is True, "[PING] Redis", expected="PONG", seen="no PONG",
+          cause=Cause.REDIS, next_cmd="redis-cli ping")
+
+
+@pytest.mark.service("redis")
+@pytest.mark.critical
+def test_redis_memory(redis_client: Any, stack: Stack) -> None:
+    info = redis_client.info("memory")
+    used, maxmem = int(info["used_memory"]), int(info.get("maxmemory", 0))
+    limit_pct = float(stack.threshold("memory_pct"))
+    if maxmem == 0:
+        fail("[MAXMEMORY] Redis has no maxmemory", expected="maxmemory set (with an eviction "
+             "policy) so Redis cannot grow past its container limit", seen="maxmemory 0",
+             cause=Cause.MEMORY, why="no memory limit set",
+             next_cmd="redis-cli config get maxmemory*")
+    pct = used / maxmem * 100
+    check(pct < limit_pct, f"[MEMORY] Redis ({pct:.0f}%) < {limit_pct:.0f}% of maxmemory",
+          expected=f"used_memory below {limit_pct:.0f}% of maxmemory",
+          seen=f"{used / 2**20:.1f} MiB of {maxmem / 2**20:.0f} MiB",
+          cause=Cause.REDIS, why="memory limit reached: evictions and timeouts follow",
+          next_cmd="redis-cli info memory")
+
+
+@pytest.mark.service("redis")
+@pytest.mark.critical
+def test_redis_hit_rate(redis_client: Any, stack: Stack) -> None:
+    stats = redis_client.info("stats")
+    hits, misses = int(stats["keyspace_hits"]), int(stats["keyspace_misses"])
+    ops, min_ops = hits + misses, int(stack.threshold("cache_min_ops"))
+    if ops < min_ops:
+        pytest.skip(f"only {ops} cache lookups so far; the hit rate is judged past {min_ops}")
+    rate, want = hits / ops, float(stack.threshold("cache_hit_rate"))
+    check(rate > want, f"[CACHE] hit rate ({rate:.0%}) > {want:.0%}",
+          expected=f"cache hit rate above {want:.0%} (after {min_ops} lookups)",
+          seen=f"{hits} hits, {misses} misses", cause=Cause.SLOW,
+          why="caching not enabled or keys expire too fast",
+          next_cmd="redis-cli info stats | grep keyspace")
+
+
+# --------------------------------------------------------------------------- vault
+
+
+@pytest.fixture(scope="module")
+def vault_health(vault: Any) -> dict[str, Any]:
+    resp = vault.adapter.get("/v1/sys/health", raise_exception=False,
+                             params={"standbyok": "true", "sealedcode": "200",
+                                     "uninitcode": "200"})
+    return resp.json() if hasattr(resp, "json") else resp
+
+
+@pytest.mark.service("vault")
+@pytest.mark.critical
+def test_vault_initialized(vault_health: dict[str, Any], stack: Stack) -> None:
+    check(vault_health.get("initialized") is True, "[VAULT] initialized",
+          expected="initialized true", seen=f"initialized {vault_health.get('initialized')}",
+          cause=Cause.VAULT, why="Vault was never initialized",
+          next_cmd="bao status  # or: vault status")
+
+
+@pytest.mark.service("vault")
+@pytest.mark.critical
+def test_vault_unsealed(vault_health: dict[str, Any], stack: Stack) -> None:
+    check(vault_health.get("sealed") is False, "[VAULT] unsealed",
+          expected="sealed false", seen=f"sealed {vault_health.get('sealed')}",
+          cause=Cause.VAULT, why="Vault is sealed: services cannot read secrets",
+          next_cmd=["bao status", "bao operator unseal  # with the unseal key(s)"])
+
+
+@pytest.mark.service("vault")
+@pytest.mark.critical
+def test_vault_token_valid(vault: Any, stack: Stack) -> None:
+    try:
+        info = vault.auth.token.lookup_self()["data"]
+    except Exception as exc:  # noqa: BLE001
+        fail("[VAULT] token lookup failed", expected="the suite's token is valid",
+             seen=f"{type(exc).__name__}: {short(exc, 160)}", cause=Cause.VAULT,
+             why="token expired, revoked or wrong (check $BIZOSAAS_VAULT_TOKEN)",
+             next_cmd="bao token lookup")
+    ttl = info.get("ttl", 0)
+    check(ttl == 0 or ttl > 60, f"[VAULT] token ttl ({ttl}s)", expected="no expiry or > 60 s",
+          seen=f"ttl {ttl}s", cause=Cause.VAULT, next_cmd="bao token lookup")
+
+
+def test_vault_service_secrets(secret_ref: tuple[Service, str], vault: Any,
+                               stack: Stack) -> None:
+    svc, name = secret_ref
+    cfg = stack.vault
+    mount, prefix = cfg.get("kv_mount", "secret"), cfg.get("secrets_prefix", "bizosaas")
+    path = f"{prefix}/{svc.key}"
+    try:
+        data = vault.secrets.kv.v2.read_secret_version(
+            path=path, mount_point=mount, raise_on_deleted_version=True)["data"]["data"]
+    except Exception as exc:  # noqa: BLE001
+        fail(f"[VAULT] {mount}/{path} readable: {svc.key}",
+             expected=f"KV v2 secret {mount}/{path}", seen=f"{type(exc).__name__}: "
+             f"{short(exc, 160)}", cause=Cause.VAULT,
+             why="secret not written, wrong path, or the token lacks read access",
+             next_cmd=f"bao kv get -mount={mount} {path}")
+    value = data.get(name)
+    from fixtures.secrets import MASKER
+
+    MASKER.add(value if isinstance(value, str) else None)
+    ok = isinstance(value, str) and value.strip() and not PLACEHOLDER.match(value.strip())
+    check(bool(ok), f"[VAULT] {mount}/{path}#{name} present: {svc.key}",
+          expected=f"field {name} with a real value",
+          seen="missing" if value is None else "empty or a placeholder",
+          cause=Cause.API_KEY, why="the secret was never stored in Vault",
+          next_cmd=f"bao kv get -mount={mount} -field={name} {path} >/dev/null && echo present")
+
+
+# --------------------------------------------------------------------------- temporal
+
+
+@pytest.mark.service("temporal")
+@pytest.mark.critical
+def test_temporal_system_info(temporal: Any, async_runner, target: Target) -> None:
+    from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
+
+    info = async_runner.run(temporal.workflow_service.get_system_info(GetSystemInfoRequest()),
+                            target.connect_timeout)
+    check(bool(info.server_version), f"[TEMPORAL] server version ({info.server_version!r})",
+          expected="a server version", seen=repr(info.server_version), cause=Cause.TEMPORAL,
+          next_cmd="temporal operator cluster describe")
+
+
+@pytest.mark.service("temporal")
+@pytest.mark.critical
+def test_temporal_namespace(temporal: Any, async_runner, stack: Stack, target: Target) -> None:
+    from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
+
+    ns = stack.temporal.get("namespace", "default")
+    try:
+        resp = async_runner.run(temporal.workflow_service.describe_namespace(
+            DescribeNamespaceRequest(namespace=ns)), target.connect_timeout)
+    except Exception as exc:  # noqa: BLE001
+        fail(f"[TEMPORAL] namespace {ns}", expected=f"namespace {ns} registered",
+             seen=f"{type(exc).__name__}: {short(exc, 160)}", cause=Cause.TEMPORAL,
+             why="the namespace was never created",
+             next_cmd=f"temporal operator namespace describe {ns}")
+    check(resp.namespace_info.name == ns, f"[TEMPORAL] namespace {ns}",
+          expected=ns, seen=resp.namespace_info.name, cause=Cause.TEMPORAL,
+          next_cmd="temporal operator namespace list")
+
+
+@pytest.mark.service("temporal")
+@pytest.mark.critical
+def test_temporal_workflow_round_trip(temporal: Any, async_runner, run_id: str,
+                                      target: Target, stack: Stack) -> None:
+    """A real workflow: started here, run by an in-process worker on a queue of this run."""
+    from temporalio.worker import Worker
+
+    from fixtures.temporal_probe import ProbeWorkflow, echo
+
+    queue = f"bizosaas-acceptance-{run_id}-{uuid.uuid4().hex[:6]}"
+    wf_id = f"bizosaas-acceptance-{run_id}-{uuid.uuid4().hex[:8]}"
+
+    async def round_trip() -> str:
+        async with Worker(temporal, task_queue=queue, workflows=[ProbeWorkflow],
+                          activities=[echo]):
+            return await temporal.execute_workflow(ProbeWorkflow.run, run_id, id=wf_id,
+                                                   task_queue=queue)
+
+    budget = max(15.0, target.connect_timeout * 3)
+    try:
+        result = async_runner.run(asyncio.wait_for(round_trip(), budget), budget + 2)
+    except Exception as exc:  # noqa: BLE001
+        svc = stack.by_protocol("grpc")
+        fail("[TEMPORAL] workflow round trip", expected=f"workflow {wf_id} completes on "
+             f"queue {queue} within {budget:.0f}s", seen=f"{type(exc).__name__}: "
+             f"{short(exc, 200)}", cause=Cause.TEMPORAL,
+             why="the server does not dispatch tasks (history/matching service unhealthy)",
+             next_cmd=[f"temporal workflow describe -w {wf_id}",
+                       logs_cmd(svc.container if svc else "temporal")])
+    check(result == f"echo:{run_id}", "[TEMPORAL] workflow result",
+          expected=f"echo:{run_id}", seen=repr(result), cause=Cause.TEMPORAL,
+          next_cmd=f"temporal workflow show -w {wf_id}")
+
