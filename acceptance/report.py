@@ -92,7 +92,19 @@ def gate_document(
     duration_s: float,
     exit_status: int | None,
 ) -> dict[str, Any]:
-    """The gate.json document (see README for the schema)."""
+    """The gate.json document.
+
+    Top level: run_id, started, finished (ISO 8601, UTC), duration_s, exit_status,
+    verdict ("PASS"/"FAIL"), pass_rate (percent, null when nothing counted),
+    threshold, critical_enforced, passed (xpasses included), failed, errors,
+    skipped, xfailed, xpassed, total (= passed + failed + errors),
+    critical_failures [nodeid], reasons [text];
+    per_suite / per_service {name: {passed, failed, errors, skipped, xfailed,
+    total, pass_rate}}; matrix {service: {suite: "pass"|"fail"|"skip"|null}};
+    checks [{nodeid, suite, service, critical, outcome, duration, message,
+    category}] sorted by nodeid, outcome one of passed, failed, error, skipped,
+    xfailed, xpassed.
+    """
     return {
         "run_id": run_id,
         "started": started,
@@ -206,6 +218,8 @@ _CSS = """
 .bz-facts{line-height:1.6}.bz-facts b{font-size:15px}
 .bz-facts ul{margin:2px 0 0;padding-left:18px}
 .bz-facts code{font-size:12px}
+.bz-why{margin-top:6px;padding-top:4px;border-top:1px solid rgba(0,0,0,.15)}
+.bz-run{margin-top:4px;color:#555}
 table.bz-table{border-collapse:collapse;font-size:12px}
 table.bz-table th,table.bz-table td{border:1px solid #cfd4d9;padding:4px 10px}
 table.bz-table th{background:#eef1f4;text-align:center;font-weight:600}
@@ -243,14 +257,15 @@ def render_banner(verdict: Verdict, run_id: str) -> str:
     else:
         critical = "critical failures: none"
     reasons = "".join(f"<li>{escape(r)}</li>" for r in verdict.reasons)
-    reasons_html = f"<ul class='bz-reasons'>{reasons}</ul>" if reasons else ""
+    reasons_html = (f"<div class='bz-why'>why {escape(verdict.verdict)}:"
+                    f"<ul class='bz-reasons'>{reasons}</ul></div>") if reasons else ""
     v = escape(verdict.verdict)
     return (
         f"<div class='bz-banner bz-{v}' id='bizosaas-verdict' data-verdict='{v}'>"
         f"<div class='bz-verdict'>{v}</div>"
         f"<div class='bz-facts'><div>{rate}</div><div>{escape(counts)}</div>"
         f"<div>{critical}</div>{reasons_html}"
-        f"<div>run <code>{escape(run_id)}</code></div></div></div>"
+        f"<div class='bz-run'>run <code>{escape(run_id)}</code></div></div></div>"
     )
 
 
@@ -289,7 +304,8 @@ def render_matrix(checks: list[Check]) -> str:
             counted = sum(c.counted for c in here)
             title = f"{ok}/{counted} passed, {len(here) - counted} not counted"
             cells.append(f"<td class='bz-{state}' title='{escape(title)}'>{state}</td>")
-        rows.append(f"<tr><td class='bz-name'>{escape(service)}</td>{''.join(cells)}</tr>")
+        name = "(no service)" if service == "-" else service
+        rows.append(f"<tr><td class='bz-name'>{escape(name)}</td>{''.join(cells)}</tr>")
     return (
         "<h3>Service × suite</h3><table class='bz-table' id='bizosaas-matrix'><thead><tr>"
         f"<th>Service</th>{head}</tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
@@ -309,6 +325,8 @@ class HtmlReport:
     def pytest_html_results_summary(
         self, prefix: list[str], summary: list[str], postfix: list[str], session: pytest.Session
     ) -> None:
+        if not self.gate.active:  # --collect-only: no verdict to show
+            return
         # pytest-html may render before our trylast sessionfinish; current_verdict()
         # then returns the verdict frozen in our tryfirst sessionfinish.
         verdict = self.gate.current_verdict()

@@ -77,6 +77,20 @@ def test_gate_json_path_from_environment(pytester, monkeypatch, make_suite, gate
     assert gate_json("env-reports/g.json")["verdict"] == "PASS"
 
 
+def test_gate_json_hook_can_add_fields(pytester, make_suite, gate_json):
+    make_suite(passed=1)
+    pytester.makeconftest(
+        """
+        def pytest_bizosaas_gate_json(config, data):
+            data["build_url"] = "https://ci.example/123"
+        """
+    )
+    assert pytester.runpytest(*PLUGIN).ret == 0
+    data = gate_json()
+    assert data["build_url"] == "https://ci.example/123"
+    assert data["verdict"] == "PASS"
+
+
 def _html_banner_numbers(html: str) -> dict[str, int]:
     counts = re.search(
         r"(\d+) passed, (\d+) failed, (\d+) errors, (\d+) skipped, (\d+) xfailed "
