@@ -17,7 +17,15 @@ from .config import Settings, load_settings
 from .db import Database
 from .logs import configure_stdlib, log, set_service
 from .vault import Vault
-from .web import MIDDLEWARES, RT_KEY, Runtime, health_handler, openapi_handler, version_handler
+from .web import (
+    MIDDLEWARES,
+    OPENAPI_EXTRA_KEY,
+    RT_KEY,
+    Runtime,
+    health_handler,
+    openapi_handler,
+    version_handler,
+)
 
 MODULES = {
     "brain-api": "brain",
@@ -50,7 +58,8 @@ async def error_log_fault() -> None:
         log(
             "error",
             "Unhandled exception in request handler",
-            detail="Traceback (most recent call last): RuntimeError: simulated failure (FAULT_ERROR_LOG)",
+            detail="Traceback (most recent call last): RuntimeError: simulated failure"
+            " (FAULT_ERROR_LOG)",
         )
         await asyncio.sleep(5)
 
@@ -67,6 +76,8 @@ def build_app(rt: Runtime, module: ModuleType) -> web.Application:
     app.router.add_get("/version", version_handler)
     app.router.add_get("/openapi.json", openapi_handler)
     app.router.add_routes(module.routes())
+    if hasattr(module, "openapi_paths"):
+        app[OPENAPI_EXTRA_KEY] = module.openapi_paths()
     return app
 
 
@@ -85,13 +96,15 @@ async def serve(settings: Settings) -> None:
         asyncio.create_task(rt.cache.connect_loop()),
         asyncio.create_task(rt.vault.load_loop()),
     ]
+    waited = list(tasks)
     if hasattr(module, "start"):
         tasks.append(asyncio.create_task(module.start(rt)))
+        waited.append(asyncio.create_task(rt.module_ready.wait()))
     if settings.fault_error_log:
         tasks.append(asyncio.create_task(error_log_fault()))
     # With dependencies up, the "Connected to ..." lines come before
     # "Service started"; with them down we serve anyway (health says 503).
-    await asyncio.wait(tasks, timeout=STARTUP_WAIT_S)
+    await asyncio.wait(waited, timeout=STARTUP_WAIT_S)
     rt.extra["background"] = tasks
 
     async def report_keys() -> None:
@@ -105,7 +118,12 @@ async def serve(settings: Settings) -> None:
 
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, "0.0.0.0", settings.port, reuse_address=True)
+    site = web.TCPSite(
+        runner,
+        "0.0.0.0",  # noqa: S104 - container port, published by compose
+        settings.port,
+        reuse_address=True,
+    )
     await site.start()
     log("info", "Service started", port=settings.port, version=__import__("bizostub").__version__)
 

@@ -38,6 +38,8 @@ class Database:
                 psycopg.AsyncConnection.connect(
                     self.url,
                     autocommit=True,
+                    # A SQL_ASCII database would hand text back as bytes.
+                    client_encoding="utf8",
                     row_factory=dict_row,
                     connect_timeout=max(1, int(timeout)),
                 ),

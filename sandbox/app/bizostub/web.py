@@ -38,6 +38,8 @@ class Runtime:
     vault: Vault
     http: aiohttp.ClientSession | None = None
     active_requests: int = 0
+    # Set by a service module's start() once its own dependency is connected.
+    module_ready: asyncio.Event = field(default_factory=asyncio.Event)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -58,6 +60,7 @@ class Runtime:
 
 
 RT_KEY = "rt"
+OPENAPI_EXTRA_KEY = "openapi_extra"  # paths a module documents by hand
 
 
 def rt_of(request: web.Request) -> Runtime:
@@ -291,7 +294,9 @@ async def slow_mw(request: web.Request, handler: Handler) -> web.StreamResponse:
 @web.middleware
 async def auth_mw(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Writes under /api/ need ``Authorization: Bearer <api_token from Vault>``."""
-    if request.method in WRITE_METHODS and request.path.startswith("/api/"):
+    # Unmatched paths/methods fall through to their 404/405 first.
+    routed = request.match_info.http_exception is None
+    if routed and request.method in WRITE_METHODS and request.path.startswith("/api/"):
         rt = rt_of(request)
         expected = rt.vault.api_token
         if expected is None:
@@ -439,6 +444,8 @@ def openapi_document(app: web.Application, title: str) -> dict[str, Any]:
         if route.method in WRITE_METHODS and path.startswith("/api/"):
             op["security"] = [{"bearerAuth": []}]
         paths.setdefault(path, {})[route.method.lower()] = op
+    extra = app.get(OPENAPI_EXTRA_KEY) or {}
+    paths.update(extra)
     return {
         "openapi": "3.0.3",
         "info": {"title": title, "version": VERSION},

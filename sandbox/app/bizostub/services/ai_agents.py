@@ -32,7 +32,8 @@ CREATE TABLE IF NOT EXISTS ai.tasks (
     status TEXT NOT NULL DEFAULT 'processing', result JSONB,
     created_at TIMESTAMPTZ NOT NULL DEFAULT now(), completed_at TIMESTAMPTZ);
 CREATE TABLE IF NOT EXISTS ai.generations (
-    id SERIAL PRIMARY KEY, model TEXT NOT NULL, prompt_sha256 TEXT NOT NULL, tokens_used INT NOT NULL,
+    id SERIAL PRIMARY KEY, model TEXT NOT NULL, prompt_sha256 TEXT NOT NULL,
+    tokens_used INT NOT NULL,
     cost NUMERIC(12,6) NOT NULL, created_at TIMESTAMPTZ NOT NULL DEFAULT now());
 """
 
@@ -142,6 +143,7 @@ async def start(rt: Runtime) -> None:
     """Connect to Temporal and run the worker in-process (task queue ai-agents)."""
     _STATE["rt"] = rt
     client = await temporal.connect_loop(rt.settings.temporal_address, rt.extra)
+    rt.module_ready.set()
     if client is None:
         return
     while True:
@@ -277,6 +279,9 @@ async def get_task(request: web.Request) -> web.Response:
     rt = rt_of(request)
     task_id = request.match_info["task_id"]
     if not TASK_ID.match(task_id):
+        raise ApiError(404, f"Task {task_id} not found", {"task_id": task_id})
+    # A deleted task may linger in Temporal's visibility for a moment: our row decides.
+    if await rt.db.fetchone("SELECT task_id FROM ai.tasks WHERE task_id = %s", (task_id,)) is None:
         raise ApiError(404, f"Task {task_id} not found", {"task_id": task_id})
     handle = _client(rt).get_workflow_handle(task_id)
     try:

@@ -53,8 +53,9 @@ async def setup_db(conn: psycopg.AsyncConnection[Any]) -> None:
     await conn.execute(DDL)
     for route in route_table(parse_upstreams(os.environ.get("UPSTREAMS"))):
         await conn.execute(
-            "INSERT INTO brain.routes (prefix, target, upstream) VALUES (%s,%s,%s) ON CONFLICT (prefix) "
-            "DO UPDATE SET target = EXCLUDED.target, upstream = EXCLUDED.upstream, updated_at = now()",
+            "INSERT INTO brain.routes (prefix, target, upstream) VALUES (%s,%s,%s)"
+            " ON CONFLICT (prefix) DO UPDATE SET target = EXCLUDED.target,"
+            " upstream = EXCLUDED.upstream, updated_at = now()",
             (route["path"].rsplit("/", 1)[-1], route["target"], route["upstream"]),
         )
 
@@ -63,6 +64,7 @@ async def start(rt: Runtime) -> None:
     """Shared HTTP client for proxying, then connect to Temporal."""
     rt.http = aiohttp.ClientSession(timeout=UPSTREAM_TIMEOUT, auto_decompress=False)
     await temporal.connect_loop(rt.settings.temporal_address, rt.extra)
+    rt.module_ready.set()
 
 
 async def stop(rt: Runtime) -> None:
@@ -110,7 +112,8 @@ async def status(request: web.Request) -> web.Response:
             "connected_services": sum(oks),
             "total_services": len(ups),
             "services": {
-                ROUTE_TARGETS[p]: ("connected" if ok else "disconnected") for p, ok in zip(ups, oks)
+                ROUTE_TARGETS[p]: ("connected" if ok else "disconnected")
+                for p, ok in zip(ups, oks, strict=True)
             },
             "active_requests": rt.active_requests,
             "cache_hit_rate": rate,
@@ -166,6 +169,25 @@ async def proxy(request: web.Request) -> web.StreamResponse:
             f"Upstream {target} is unreachable",
             {"target": target, "upstream": base, "reason": type(exc).__name__},
         ) from exc
+
+
+def openapi_paths() -> dict[str, Any]:
+    """The routed prefixes, documented one by one (the catch-all route is not)."""
+    paths: dict[str, Any] = {}
+    for prefix, target in ROUTE_TARGETS.items():
+        op = {
+            "summary": f"Routed to {target}",
+            "parameters": [
+                {"name": "path", "in": "path", "required": True, "schema": {"type": "string"}}
+            ],
+            "responses": {
+                "200": {"description": f"{target}'s answer, unchanged"},
+                "502": {"description": f"{target} unreachable"},
+            },
+        }
+        write = {**op, "security": [{"bearerAuth": []}]}
+        paths[f"/api/{prefix}/{{path}}"] = {"get": op, "post": write, "delete": write}
+    return paths
 
 
 def routes() -> list[web.RouteDef]:

@@ -16,15 +16,18 @@ from ..web import ApiError, Runtime, cached_json, int_param, json_response, read
 DDL = """
 CREATE SCHEMA IF NOT EXISTS commerce;
 CREATE TABLE IF NOT EXISTS commerce.products (
-    id SERIAL PRIMARY KEY, name TEXT NOT NULL, price NUMERIC(10,2) NOT NULL, currency TEXT NOT NULL DEFAULT 'USD',
+    id SERIAL PRIMARY KEY, name TEXT NOT NULL, price NUMERIC(10,2) NOT NULL,
+    currency TEXT NOT NULL DEFAULT 'USD',
     in_stock BOOLEAN NOT NULL DEFAULT true, images JSONB NOT NULL DEFAULT '[]');
 CREATE TABLE IF NOT EXISTS commerce.orders (
     order_id TEXT PRIMARY KEY, session_id TEXT, customer_email TEXT NOT NULL DEFAULT '',
     items JSONB NOT NULL, total NUMERIC(12,2) NOT NULL, currency TEXT NOT NULL DEFAULT 'USD',
-    status TEXT NOT NULL DEFAULT 'pending', notes TEXT NOT NULL DEFAULT '', metadata JSONB NOT NULL DEFAULT '{}',
+    status TEXT NOT NULL DEFAULT 'pending', notes TEXT NOT NULL DEFAULT '',
+    metadata JSONB NOT NULL DEFAULT '{}',
     created_at TIMESTAMPTZ NOT NULL DEFAULT now());
 CREATE TABLE IF NOT EXISTS commerce.payments (
-    id SERIAL PRIMARY KEY, order_id TEXT NOT NULL REFERENCES commerce.orders(order_id) ON DELETE CASCADE,
+    id SERIAL PRIMARY KEY,
+    order_id TEXT NOT NULL REFERENCES commerce.orders(order_id) ON DELETE CASCADE,
     provider TEXT NOT NULL, external_id TEXT NOT NULL, status TEXT NOT NULL,
     created_at TIMESTAMPTZ NOT NULL DEFAULT now());
 """
@@ -50,7 +53,8 @@ async def setup_db(conn: psycopg.AsyncConnection[Any]) -> None:
         for i, (name, price, stock) in enumerate(PRODUCTS, 1):
             images = json.dumps([f"https://cdn.stg.coreldove.com/products/{i}/main.jpg"])
             await conn.execute(
-                "INSERT INTO commerce.products (name, price, in_stock, images) VALUES (%s,%s,%s,%s)",
+                "INSERT INTO commerce.products (name, price, in_stock, images)"
+                " VALUES (%s,%s,%s,%s)",
                 (name, Decimal(price), stock, images),
             )
 
@@ -221,7 +225,8 @@ async def create_order(request: web.Request) -> web.Response:
     total = round(sum(Decimal(str(i["price"])) * i["quantity"] for i in items), 2)
     order_id = "ord_" + secrets.token_hex(8)
     await rt.db.execute(
-        "INSERT INTO commerce.orders (order_id, session_id, customer_email, items, total, notes, metadata) "
+        "INSERT INTO commerce.orders"
+        " (order_id, session_id, customer_email, items, total, notes, metadata) "
         "VALUES (%s,%s,%s,%s,%s,%s,%s)",
         (order_id, sid, email or "", json.dumps(items), total, notes, json.dumps(metadata)),
     )

@@ -13,10 +13,13 @@ DDL = """
 CREATE SCHEMA IF NOT EXISTS directory;
 CREATE TABLE IF NOT EXISTS directory.categories (id SERIAL PRIMARY KEY, name TEXT NOT NULL UNIQUE);
 CREATE TABLE IF NOT EXISTS directory.businesses (
-    id SERIAL PRIMARY KEY, name TEXT NOT NULL, category_id INT NOT NULL REFERENCES directory.categories(id),
-    location TEXT NOT NULL, rating NUMERIC(2,1) NOT NULL, phone TEXT NOT NULL, website TEXT NOT NULL);
+    id SERIAL PRIMARY KEY, name TEXT NOT NULL,
+    category_id INT NOT NULL REFERENCES directory.categories(id),
+    location TEXT NOT NULL, rating NUMERIC(2,1) NOT NULL, phone TEXT NOT NULL,
+    website TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS directory.reviews (
-    id SERIAL PRIMARY KEY, business_id INT NOT NULL REFERENCES directory.businesses(id) ON DELETE CASCADE,
+    id SERIAL PRIMARY KEY,
+    business_id INT NOT NULL REFERENCES directory.businesses(id) ON DELETE CASCADE,
     rating INT NOT NULL, comment TEXT NOT NULL, author TEXT NOT NULL,
     created_at TIMESTAMPTZ NOT NULL DEFAULT now());
 """
@@ -112,7 +115,8 @@ async def setup_db(conn: psycopg.AsyncConnection[Any]) -> None:
         )
     for name, cat, loc, rating, phone, site in BUSINESSES:
         cur = await conn.execute(
-            "INSERT INTO directory.businesses (name, category_id, location, rating, phone, website) "
+            "INSERT INTO directory.businesses"
+            " (name, category_id, location, rating, phone, website) "
             "SELECT %s, id, %s, %s, %s, %s FROM directory.categories WHERE name = %s RETURNING id",
             (name, loc, rating, phone, site, cat),
         )

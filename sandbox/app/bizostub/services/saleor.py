@@ -40,14 +40,17 @@ from ..web import ApiError, json_response, rt_of
 DDL = """
 CREATE SCHEMA IF NOT EXISTS saleor;
 CREATE TABLE IF NOT EXISTS saleor.products (
-    id SERIAL PRIMARY KEY, name TEXT NOT NULL, slug TEXT NOT NULL UNIQUE, description TEXT NOT NULL DEFAULT '',
+    id SERIAL PRIMARY KEY, name TEXT NOT NULL, slug TEXT NOT NULL UNIQUE,
+    description TEXT NOT NULL DEFAULT '',
     price NUMERIC(10,2) NOT NULL, currency TEXT NOT NULL DEFAULT 'USD');
 CREATE TABLE IF NOT EXISTS saleor.variants (
-    id SERIAL PRIMARY KEY, product_id INT NOT NULL REFERENCES saleor.products(id), sku TEXT NOT NULL UNIQUE,
+    id SERIAL PRIMARY KEY, product_id INT NOT NULL REFERENCES saleor.products(id),
+    sku TEXT NOT NULL UNIQUE,
     name TEXT NOT NULL, price NUMERIC(10,2) NOT NULL, quantity_available INT NOT NULL DEFAULT 100);
 CREATE TABLE IF NOT EXISTS saleor.checkouts (
     id TEXT PRIMARY KEY, token UUID NOT NULL UNIQUE, email TEXT NOT NULL, lines JSONB NOT NULL,
-    total NUMERIC(12,2) NOT NULL, currency TEXT NOT NULL DEFAULT 'USD', created_at TIMESTAMPTZ NOT NULL DEFAULT now());
+    total NUMERIC(12,2) NOT NULL, currency TEXT NOT NULL DEFAULT 'USD',
+    created_at TIMESTAMPTZ NOT NULL DEFAULT now());
 """
 PRODUCTS = [
     ("Organic Cotton T-Shirt", "organic-cotton-t-shirt", "24.00"),
