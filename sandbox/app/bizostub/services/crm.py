@@ -69,7 +69,9 @@ CONTACTS = [
 
 LEAD_FIELDS = ("name", "email", "phone", "source", "notes")
 LEAD_COLUMNS = "id, name, email, phone, source, notes, status, score, created_at"
-LEAD_SELECT = "SELECT id, name, email, phone, source, notes, status, score, created_at FROM crm.leads"
+LEAD_SELECT = (
+    "SELECT id, name, email, phone, source, notes, status, score, created_at FROM crm.leads"
+)
 
 
 async def setup_db(conn: psycopg.AsyncConnection[Any]) -> None:
