@@ -345,7 +345,10 @@ class GatePlugin:
 
     def current_verdict(self) -> Verdict:
         """The final verdict if decided, else one computed now from the tally."""
-        return self.verdict or decide(self.tally, self.threshold, self.critical_enforced)
+        frozen = self.verdict
+        if frozen is not None:
+            return frozen
+        return decide(self.tally, self.threshold, self.critical_enforced)
 
     @property
     def active(self) -> bool:

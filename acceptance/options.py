@@ -11,8 +11,9 @@ so pytest exits with status 4 and one line instead of a traceback.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
