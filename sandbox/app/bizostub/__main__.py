@@ -43,13 +43,31 @@ _BALLAST: list[bytearray] = []
 STARTUP_WAIT_S = 1.5
 
 
-def hold_memory(mb: int) -> None:
-    """Allocate ``mb`` MiB and write every page so it counts in RSS."""
-    block = bytearray(mb * 1024 * 1024)
-    for i in range(0, len(block), 4096):
+def anon_rss_mb() -> int:
+    """This process's anonymous resident memory in MiB (what a cgroup limit counts)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("RssAnon:"):
+                    return int(line.split()[1]) // 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def hold_memory(target_mb: int) -> None:
+    """FAULT_MEMORY_MB: grow RSS to about ``target_mb`` MiB and hold it.
+
+    The knob is a target for the whole process, not an increment, so that
+    "215 of a 256 MB limit" means 84% and not 84% plus the interpreter
+    (which would put the container on the edge of an OOM kill).
+    """
+    extra = max(0, target_mb - anon_rss_mb())
+    block = bytearray(extra * 1024 * 1024)
+    for i in range(0, len(block), 4096):  # touch every page so it is resident
         block[i] = 1
     _BALLAST.append(block)
-    log("warning", "Fault knob: holding memory", megabytes=mb)
+    log("warning", "Fault knob: holding memory", target_mb=target_mb, anon_rss_mb=anon_rss_mb())
 
 
 async def error_log_fault() -> None:
