@@ -8,10 +8,13 @@ from typing import Any
 
 import aiohttp
 import psycopg
+import redis.asyncio as aioredis
 from aiohttp import web
+from redis.exceptions import RedisError
 from yarl import URL
 
 from .. import temporal
+from ..cache import HITS, MISSES
 from ..config import ROUTE_TARGETS, SERVICES, parse_upstreams
 from ..keys import combined_status
 from ..web import ApiError, Runtime, cached_json, json_response, rt_of
@@ -98,13 +101,37 @@ async def _upstream_ok(session: aiohttp.ClientSession, prefix: str, base: str) -
         return False
 
 
+async def stack_hit_rate(rt: Runtime) -> float:
+    """Cache hit rate over every stand-in's Redis DB (1-8): the gateway's view of the stack.
+
+    Each service counts ``stats:cache_hits``/``stats:cache_misses`` in its own DB;
+    brain itself caches little, so its own DB alone would say nothing.
+    """
+    if not rt.settings.redis_url:
+        return 0.0
+    clients: dict[int, aioredis.Redis] = rt.extra.setdefault("stat_clients", {})
+    hits = misses = 0
+    for spec in SERVICES.values():
+        client = clients.get(spec.redis_db)
+        if client is None:
+            url = str(URL(rt.settings.redis_url).with_path(f"/{spec.redis_db}"))
+            client = aioredis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
+            clients[spec.redis_db] = client
+        try:
+            h, m = await client.mget(HITS, MISSES)
+        except (RedisError, OSError, TimeoutError):
+            continue
+        hits, misses = hits + int(h or 0), misses + int(m or 0)
+    return round(hits / (hits + misses), 4) if hits + misses else 0.0
+
+
 async def status(request: web.Request) -> web.Response:
     """Gateway status: upstreams answering health right now, load, cache hit rate."""
     rt = rt_of(request)
     session = _session(rt)
     ups = rt.settings.upstreams
     oks, rate = await asyncio.gather(
-        asyncio.gather(*(_upstream_ok(session, p, u) for p, u in ups.items())), rt.cache.hit_rate()
+        asyncio.gather(*(_upstream_ok(session, p, u) for p, u in ups.items())), stack_hit_rate(rt)
     )
     return json_response(
         {
