@@ -91,6 +91,7 @@ class Option:
     parse: Callable[[str], Any] = _text
     secret: bool = False  # never echoed back in errors or headers
     multiple: bool = False  # command line may repeat it
+    aliases: tuple[str, ...] = ()  # further flags for the same option (e.g. --env)
 
     @property
     def flag(self) -> str:
@@ -112,8 +113,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("target_host", "BIZOSAAS_HOST", "127.0.0.1",
            "Host where the services' published ports answer."),
     Option("environment", "BIZOSAAS_ENV", None,
-           "Environment section of the manifest to use (e.g. staging, production).",
-           _text),
+           "Environment to test (--env for short): the manifest's section of that name "
+           "switches target host, thresholds and whether writes are allowed "
+           "(compose-derived stacks know staging and production; production: no writes).",
+           _text, aliases=("--env",)),
     Option("docker_host", "DOCKER_HOST", None,
            "Docker endpoint (unix://, tcp://, ssh://user@host). Default: the local engine."),
     Option("postgres_user", "BIZOSAAS_POSTGRES_USER", "bizosaas",
@@ -173,6 +176,7 @@ def addoption(parser: pytest.Parser) -> None:
             extra += f" [default: {opt.default}]"
         group.addoption(
             opt.flag,
+            *opt.aliases,
             dest=opt.dest,
             action="append" if opt.multiple else "store",
             default=None,

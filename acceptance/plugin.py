@@ -35,6 +35,8 @@ MARKERS: dict[str, str] = {
     "network": "suite 8: Docker network, DNS, reachability, published ports",
     "logs": "suite 9: log error scan and startup lines",
     "integration": "suite 10: cross-service flows (writes tagged data, cleans up)",
+    "hygiene": "compose file hygiene (limits, debug flags, literal secrets, dangling "
+               "depends_on, missing external networks, exposed databases); only with --compose",
     "verify": "quick post-deploy subset (containers, health, infra, network, resources)",
     "critical": "check of a critical service: a failure fails the gate",
     "service(key)": "the service a check is about (stack manifest key)",
@@ -59,6 +61,10 @@ def pytest_configure(config: pytest.Config) -> None:
     for name, text in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {text}")
     settings = options.resolve_all(config)
+    # Whether --target-host was given at all: an explicit host beats the
+    # environment section's and the remote Docker engine's (fixtures/target.py).
+    settings["_target_host_default"] = (
+        options.lookup(config, options.BY_NAME["target_host"])[1] == "default")
     config.stash[SETTINGS] = settings
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None and "bizosaas_run_id" in workerinput:
@@ -87,7 +93,8 @@ def _label(item: pytest.Item) -> tuple[str, str, bool]:
     return suite, service, item.get_closest_marker("critical") is not None
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    _drop_hygiene_without_compose(config, items)
     for item in items:
         suite, service, critical = _label(item)
         if suite in VERIFY_SUITES and not item.get_closest_marker("verify"):
@@ -97,6 +104,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         item.user_properties.extend(
             [("suite", suite), ("service", service), ("critical", critical)]
         )
+
+
+def _drop_hygiene_without_compose(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Hygiene checks judge compose files: without --compose they do not exist."""
+    if config.stash[SETTINGS].get("compose"):
+        return
+    dropped = [i for i in items if i.get_closest_marker("hygiene")]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [i for i in items if not i.get_closest_marker("hygiene")]
 
 
 def report_labels(report: pytest.TestReport) -> tuple[str, str, bool]:
