@@ -16,9 +16,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
 
 import yaml
 
@@ -285,7 +285,7 @@ def check_ports(client, model: dict) -> None:
             continue
         for port in svc.get("ports", []):
             published = int(port.get("published", 0) or 0)
-            host_ip = port.get("host_ip") or "0.0.0.0"
+            host_ip = port.get("host_ip") or "0.0.0.0"  # noqa: S104 - probing, not serving
             if not published:
                 continue
             with socket.socket() as sock:
@@ -376,5 +376,5 @@ def format_table(rows: list[Row]) -> str:
     head = ("SERVICE", "CONTAINER", "STATE", "HEALTH", "URL")
     data = [head] + [(r.service, r.container, r.state, r.health, r.url) for r in rows]
     widths = [max(len(row[i]) for row in data) for i in range(len(head))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip()
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)).rstrip()
                      for row in data)

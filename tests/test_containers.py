@@ -49,7 +49,8 @@ def test_running(service: Service, docker_state) -> None:
           f"[STATE] ({state.get('Status')}) == running: {service.key}",
           expected="status running", seen=f"status {state.get('Status')}, exit code "
           f"{state.get('ExitCode')}, error {state.get('Error') or '-'}",
-          cause=Cause.WONT_START, why="the process exits at start (missing env, dependency, bad command)",
+          cause=Cause.WONT_START,
+          why="the process exits at start (missing env, dependency, bad command)",
           next_cmd=[logs_cmd(service.container), f"docker inspect --format "
                     f"'{{{{json .State}}}}' {service.container}"])
 

@@ -131,7 +131,8 @@ def test_nothing_unexpected_published(service: Service, docker_state) -> None:
 
 def test_port_answers_from_host(service: Service, target: Target) -> None:
     try:
-        with socket.create_connection((target.host, service.host_port), timeout=target.http_timeout):
+        address = (target.host, service.host_port)
+        with socket.create_connection(address, timeout=target.http_timeout):
             pass
     except OSError as exc:
         fail(f"[PORT] {service.key}: {target.host}:{service.host_port} not accepting",
