@@ -4,4 +4,5 @@ pytest_plugins = [
     "acceptance.plugin",   # options, markers, labels, gate and reports
     "fixtures.stack",      # stack model, parametrization, secret masking
     "fixtures.clients",    # Docker, PostgreSQL, Redis, Vault, Temporal, HTTP clients
+    "fixtures.api",        # the documented API as data (stacks/api/), request helpers
 ]
