@@ -111,6 +111,14 @@ def test_published_port(service: Service, docker_state, stack: Stack) -> None:
     ports = _attrs(docker_state, service)["NetworkSettings"].get("Ports") or {}
     bindings = ports.get(f"{service.port}/tcp") or []
     published = sorted({int(b["HostPort"]) for b in bindings if b.get("HostPort")})
+    if not service.published:
+        # A compose service that publishes nothing (e.g. an internal Redis).
+        check(not published, f"[PORT] {service.key} {service.port}/tcp published on "
+              f"{published}", expected="not published (the compose file publishes no port)",
+              seen=f"published on {published}", cause=Cause.PORTS,
+              why="a port is published that the compose file does not declare",
+              next_cmd=f"docker port {service.container}")
+        return
     check(published == [service.host_port],
           f"[PORT] {service.key} {service.port}/tcp published on {published or 'nothing'}",
           expected=f"container port {service.port} published on host port {service.host_port}",
@@ -130,6 +138,8 @@ def test_nothing_unexpected_published(service: Service, docker_state) -> None:
 
 
 def test_port_answers_from_host(service: Service, target: Target) -> None:
+    if not service.published:
+        pytest.skip("not published on the host: reachable on the Docker network only")
     try:
         address = (target.host, service.host_port)
         with socket.create_connection(address, timeout=target.http_timeout):
