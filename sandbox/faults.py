@@ -179,7 +179,6 @@ def heal(say: Callable[[str], None]) -> None:
         stack.compose(["up", "-d", "--no-build", "--no-deps", "--force-recreate", service])
     stack.compose(["up", "-d", "--no-build", "--remove-orphans", "--wait", "--wait-timeout", "180"])
     # The isolated network of a network fault is not part of the base project.
-    stack.compose(["rm", "-f"], check=False)
     _drop_fault_networks(say)
     STATE_FILE.unlink(missing_ok=True)
     OVERRIDE_FILE.unlink(missing_ok=True)

@@ -179,9 +179,8 @@ def ensure_base(client, say: Callable[[str], None]) -> None:
             last = (proc.stderr.strip().splitlines() or ["?"])[-1]
             raise SandboxError(f"build step 'base image (mmdebstrap)' failed: {last}")
         say("base image: importing into Docker")
-        with tar.open("rb") as fh:
-            client.images.import_image(src=fh, repository=BASE_IMAGE.split(":")[0],
-                                       tag=BASE_IMAGE.split(":")[1])
+        repo, tag = BASE_IMAGE.rsplit(":", 1)
+        client.api.import_image_from_file(str(tar), repository=repo, tag=tag)
 
 
 def _copy_binary(src: Path, dest: Path) -> None:

@@ -1,0 +1,283 @@
+"""Benchmark the acceptance suite against the running reference stack.
+
+    python benchmarks/bench.py                 # everything, 3 repetitions
+    python benchmarks/bench.py --reps 5 --only full,verify,shell
+    python benchmarks/bench.py --only scale --scale 8,24,48
+
+Reports (markdown tables on stdout, raw numbers in reports/benchmark.json):
+
+- full run (all ten suites) with ``-n auto`` and ``-n 0``, and ``-m verify``:
+  wall time and checks per second, median and spread over repetitions;
+- time per suite (sum of check durations in the ``-n 0`` run) and the three
+  slowest checks;
+- the same checks done the sequential shell way (docker CLI, curl,
+  ``docker exec nc``, ``docker stats --no-stream``, ``docker logs | grep``),
+  timed in the same session, and the ratio;
+- scaling: replicas of a stand-in added under new names through a generated
+  manifest (8, 24, 48 application services), generic suites timed at each size.
+
+This is a measurement script, not a test: it never fails on a slow number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from fixtures.model import load_manifest  # noqa: E402
+from selftest.stackrun import clean_env  # noqa: E402
+
+GENERIC = "containers or health or resources or network or logs"
+
+
+def pytest_run(args: list[str], out: Path) -> dict[str, Any]:
+    """One suite run in a subprocess; wall time from outside, gate.json from inside."""
+    out.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+           f"--gate-json={out / 'gate.json'}", f"--html={out / 'r.html'}",
+           f"--junitxml={out / 'j.xml'}", *args]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=clean_env())
+    wall = time.perf_counter() - t0
+    gate = json.loads((out / "gate.json").read_text()) if (out / "gate.json").exists() else {}
+    return {"wall": wall, "ret": proc.returncode, "gate": gate,
+            "checks": gate.get("total", 0) + gate.get("skipped", 0)}
+
+
+def stats(values: list[float]) -> str:
+    med = statistics.median(values)
+    spread = (max(values) - min(values)) / 2 if len(values) > 1 else 0.0
+    return f"{med:.2f} s ± {spread:.2f}"
+
+
+def bench_runs(reps: int, work: Path) -> dict[str, Any]:
+    modes = {
+        "full, -n auto": ["-n", "auto"],
+        "full, -n 0": ["-n", "0"],
+        "verify, -n auto": ["-n", "auto", "-m", "verify"],
+        "verify, -n 0": ["-n", "0", "-m", "verify"],
+    }
+    results: dict[str, Any] = {}
+    for name, args in modes.items():
+        runs = [pytest_run(args, work / f"{name.replace(' ', '_')}-{i}") for i in range(reps)]
+        walls = [r["wall"] for r in runs]
+        checks = runs[-1]["checks"]
+        results[name] = {"walls": walls, "checks": checks, "ret": [r["ret"] for r in runs],
+                         "gate": runs[-1]["gate"]}
+        print(f"  {name:18s} {stats(walls):>16s}  {checks} checks  "
+              f"{checks / statistics.median(walls):.0f} checks/s  exit {[r['ret'] for r in runs]}",
+              file=sys.stderr)
+    return results
+
+
+def per_suite(gate: dict[str, Any]) -> tuple[dict[str, float], list[tuple[float, str]]]:
+    suites: dict[str, float] = {}
+    for c in gate.get("checks", []):
+        suites[c["suite"]] = suites.get(c["suite"], 0.0) + float(c.get("duration") or 0)
+    slow = sorted(((float(c.get("duration") or 0), c["nodeid"]) for c in gate.get("checks", [])),
+                  reverse=True)[:3]
+    return suites, slow
+
+
+SHELL = r"""
+set -u
+n=0
+for c in $CONTAINERS; do
+  docker inspect -f '{{.State.Status}}' "$c" >/dev/null; n=$((n+1))
+  docker inspect -f '{{.State.Health.Status}}' "$c" >/dev/null 2>&1; n=$((n+1))
+  docker inspect -f '{{.HostConfig.RestartPolicy.Name}}' "$c" >/dev/null; n=$((n+1))
+  docker inspect -f '{{.RestartCount}}' "$c" >/dev/null; n=$((n+1))
+  docker inspect -f '{{.State.OOMKilled}}' "$c" >/dev/null; n=$((n+1))
+  docker inspect -f '{{.HostConfig.Memory}}' "$c" >/dev/null; n=$((n+1))
+  docker port "$c" >/dev/null; n=$((n+1))
+  docker stats --no-stream --format '{{.MemPerc}} {{.CPUPerc}}' "$c" >/dev/null; n=$((n+1))
+  docker logs "$c" 2>&1 | grep -Eic 'error|critical|traceback|panic' >/dev/null; n=$((n+1))
+done
+for u in $URLS; do
+  curl -s -o /dev/null -w '%{http_code}' "$u" >/dev/null; n=$((n+1))
+done
+for pair in $DEPS; do
+  c=${pair%%=*}; t=${pair#*=}
+  docker exec "$c" sh -c "nc -z -w 2 ${t%:*} ${t#*:}" >/dev/null 2>&1; n=$((n+1))
+done
+echo $n
+"""
+
+
+def bench_shell(reps: int) -> dict[str, Any]:
+    stack = load_manifest()
+    env = clean_env(
+        CONTAINERS=" ".join(s.container for s in stack.services.values()),
+        URLS=" ".join(f"http://127.0.0.1:{s.host_port}{s.health_path}" for s in stack.http_services),
+        DEPS=" ".join(f"{s.container}={stack.services[d].container}:{stack.services[d].port}"
+                      for s in stack.apps for d in (*s.depends_on, *s.upstreams)),
+    )
+    walls, count = [], 0
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        proc = subprocess.run(["bash", "-c", SHELL], capture_output=True, text=True, env=env)
+        walls.append(time.perf_counter() - t0)
+        count = int(proc.stdout.strip() or 0)
+    print(f"  shell way          {stats(walls):>16s}  {count} checks", file=sys.stderr)
+    return {"walls": walls, "checks": count}
+
+
+# --------------------------------------------------------------------------- scaling
+
+REPLICA_IMAGE = "local/bizosaas-app:1"
+
+
+def _replica_env(stack_env: list[str], port: int) -> list[str]:
+    env = [e for e in stack_env if not e.startswith("PORT=")]
+    return env + [f"PORT={port}"]
+
+
+def scale(sizes: list[int], reps: int, work: Path) -> dict[str, Any]:
+    """Add replicas of the directory stand-in so the stack has N application services."""
+    import docker
+
+    client = docker.from_env()
+    base = load_manifest()
+    template = client.containers.get(base.services["business-directory-api"].container)
+    tenv = template.attrs["Config"]["Env"]
+    created: list[Any] = []
+    results: dict[str, Any] = {}
+    raw = yaml.safe_load((ROOT / "stacks/bizosaas-staging.yaml").read_text())
+    try:
+        for size in sizes:
+            extra = size - len(base.apps)
+            while len(created) < extra:
+                i = len(created)
+                port = 18600 + i
+                name = f"bench-replica-{i:02d}"
+                c = client.containers.run(
+                    REPLICA_IMAGE, name=name, detach=True, environment=_replica_env(tenv, port),
+                    network=base.network, ports={f"{port}/tcp": ("127.0.0.1", port)},
+                    mem_limit="256m", nano_cpus=int(0.25e9),
+                    restart_policy={"Name": "unless-stopped"},
+                    healthcheck={"test": ["CMD", "curl", "-f", f"http://localhost:{port}/health"],
+                                 "interval": 5_000_000_000, "timeout": 3_000_000_000,
+                                 "retries": 3, "start_period": 20_000_000_000},
+                    labels={"org.bizosaas.benchmark": "1"})
+                created.append((c, name, port))
+            _wait_healthy(client, [n for _, n, _ in created])
+            manifest = dict(raw)
+            services = dict(raw["services"])
+            for _, name, port in created[:max(0, extra)]:
+                services[name] = {
+                    "container": name, "port": port, "health_path": "/health", "critical": False,
+                    "depends_on": ["postgres", "redis"], "memory": "256M", "cpus": 0.25,
+                    "perf_class": "default",
+                    "startup_lines": ["Connected to PostgreSQL", "Connected to Redis"]}
+            manifest["services"] = services
+            manifest["thresholds"] = dict(raw.get("thresholds", {}), budget_memory=None,
+                                          budget_cpus=None)
+            manifest["thresholds"] = {k: v for k, v in manifest["thresholds"].items()
+                                      if v is not None}
+            path = work / f"scale-{size}.yaml"
+            path.write_text(yaml.safe_dump(manifest))
+            runs = [pytest_run(["-n", "auto", "--stack", str(path), "-m", GENERIC],
+                               work / f"scale-{size}-{i}") for i in range(reps)]
+            walls = [r["wall"] for r in runs]
+            results[str(size)] = {"walls": walls, "checks": runs[-1]["checks"],
+                                  "ret": [r["ret"] for r in runs]}
+            print(f"  {size:3d} app services  {stats(walls):>16s}  {runs[-1]['checks']} checks"
+                  f"  exit {[r['ret'] for r in runs]}", file=sys.stderr)
+    finally:
+        for c, _, _ in created:
+            c.remove(force=True)
+    return results
+
+
+def _wait_healthy(client: Any, names: list[str], timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        states = [(client.api.inspect_container(n)["State"].get("Health") or {}).get("Status")
+                  for n in names]
+        if all(s == "healthy" for s in states):
+            return
+        time.sleep(1)
+    raise SystemExit(f"replicas not healthy within {timeout:.0f}s")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--only", default="full,shell,scale")
+    ap.add_argument("--scale", default="8,24,48")
+    args = ap.parse_args()
+    parts = set(args.only.split(","))
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="bizosaas-bench-") as tmp:
+        work = Path(tmp)
+        if "full" in parts:
+            print("suite runs:", file=sys.stderr)
+            out["runs"] = bench_runs(args.reps, work)
+        if "shell" in parts:
+            out["shell"] = bench_shell(args.reps)
+        if "scale" in parts:
+            print("scaling (generic suites, -n auto):", file=sys.stderr)
+            out["scale"] = scale([int(s) for s in args.scale.split(",")], args.reps, work)
+    print_tables(out)
+    (ROOT / "reports").mkdir(exist_ok=True)
+    slim = json.loads(json.dumps(out, default=str))
+    for r in slim.get("runs", {}).values():
+        r.pop("gate", None)
+    (ROOT / "reports/benchmark.json").write_text(json.dumps(slim, indent=2))
+    return 0
+
+
+def print_tables(out: dict[str, Any]) -> None:
+    runs = out.get("runs", {})
+    if runs:
+        print("| run | wall time (median ± half-range) | checks | checks/s |\n|---|---|---|---|")
+        for name, r in runs.items():
+            med = statistics.median(r["walls"])
+            print(f"| {name} | {stats(r['walls'])} | {r['checks']} | {r['checks'] / med:.0f} |")
+        seq = runs.get("full, -n 0", {}).get("gate")
+        if seq:
+            suites, slow = per_suite(seq)
+            print("\n| suite | time in checks (-n 0) |\n|---|---|")
+            for s, t in sorted(suites.items(), key=lambda kv: -kv[1]):
+                print(f"| {s} | {t:.2f} s |")
+            print("\nslowest checks: " + "; ".join(f"{n} {t:.2f} s" for t, n in slow))
+    shell = out.get("shell")
+    if shell:
+        sw = statistics.median(shell["walls"])
+        line = f"\nshell way: {shell['checks']} checks in {stats(shell['walls'])}"
+        if runs.get("full, -n auto"):
+            ours = statistics.median(runs["full, -n auto"]["walls"])
+            ours_checks = runs["full, -n auto"]["checks"]
+            per_shell = sw / max(1, shell["checks"])
+            per_ours = ours / max(1, ours_checks)
+            line += (f"; per check {per_shell * 1000:.0f} ms vs ours {per_ours * 1000:.1f} ms"
+                     f" → {per_shell / per_ours:.0f}× faster per check; the shell way over"
+                     f" {shell['checks']} checks takes {sw / ours:.1f}× our full run of"
+                     f" {ours_checks}")
+        print(line)
+    sc = out.get("scale")
+    if sc:
+        print("\n| application services | checks | wall time (-n auto, generic suites) |\n"
+              "|---|---|---|")
+        for size, r in sc.items():
+            print(f"| {size} | {r['checks']} | {stats(r['walls'])} |")
+        sizes = sorted(sc, key=int)
+        first = statistics.median(sc[sizes[0]]["walls"])
+        last = statistics.median(sc[sizes[-1]]["walls"])
+        print(f"\n{sizes[-1]} services take {last / first:.2f}× the time of {sizes[0]}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
