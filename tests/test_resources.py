@@ -1,7 +1,7 @@
 """Suite 7: resources. Limits configured, memory and CPU within them, pids, budget.
 
 All figures come from the run's shared Docker snapshot: two one-shot stats
-samples per container, taken concurrently CPU_WINDOW_S apart.
+samples per container, taken concurrently one engine collection tick apart.
 """
 
 from __future__ import annotations
