@@ -21,6 +21,8 @@ SUITES: tuple[str, ...] = (
     "containers", "health", "api", "infra", "endpoints",
     "performance", "resources", "network", "logs", "integration",
 )
+#: Check families outside the ten suites, labelled like them in the gate's tables.
+EXTRA_SUITES: tuple[str, ...] = ("hygiene",)
 #: Suites the post-deploy ``verify`` marker selects.
 VERIFY_SUITES: frozenset[str] = frozenset({"containers", "health", "infra", "network", "resources"})
 
@@ -87,7 +89,7 @@ def pytest_configure_node(node: Any) -> None:
 
 
 def _label(item: pytest.Item) -> tuple[str, str, bool]:
-    suite = next((s for s in SUITES if item.get_closest_marker(s)), "other")
+    suite = next((s for s in (*SUITES, *EXTRA_SUITES) if item.get_closest_marker(s)), "other")
     mark = item.get_closest_marker("service")
     service = str(mark.args[0]) if mark and mark.args else "-"
     return suite, service, item.get_closest_marker("critical") is not None
