@@ -22,8 +22,8 @@ How it is measured (and how the runner's own overhead is kept out):
   documented GETs; transport errors, 5xx and undocumented statuses count as
   errors; the rate must stay below ``error_rate_pct``.
 
-The figures are in every check's message, in the JUnit properties
-(``record_property("perf", ...)``) and in the HTML report (a small chart per
+The figures are in every check's message, in the report's user properties
+(``user_properties`` "perf" and "load") and in the HTML report (a small chart per
 endpoint and per service).
 """
 
@@ -189,10 +189,11 @@ def bar_chart(title: str, rows: list[tuple[str, float, float]], budget: float | 
     return "".join(parts)
 
 
-def attach(request: pytest.FixtureRequest, record_property, name: str, data: dict[str, Any],
-           html: str) -> None:
-    """Figures into JUnit properties, and (with pytest-html) the chart into the report."""
-    record_property(name, json.dumps(data, sort_keys=True))
+def attach(request: pytest.FixtureRequest, name: str, data: dict[str, Any], html: str) -> None:
+    """Figures into the report's user properties, and (with pytest-html) a chart."""
+    # user_properties travel to the controller under xdist (record_property would
+    # warn under junit_family xunit2, which keeps no per-testcase properties).
+    request.node.user_properties.append((name, json.dumps(data, sort_keys=True)))
     try:
         extras = request.getfixturevalue("extras")
         import pytest_html
@@ -209,7 +210,7 @@ def _samples(request: pytest.FixtureRequest) -> int:
 
 
 def test_response_time(perf_endpoint: Endpoint, api: ApiCaller, stack: Stack,
-                       request: pytest.FixtureRequest, record_property) -> None:
+                       request: pytest.FixtureRequest) -> None:
     ep = perf_endpoint
     svc = stack.services[ep.service]
     try:
@@ -226,7 +227,7 @@ def test_response_time(perf_endpoint: Endpoint, api: ApiCaller, stack: Stack,
     p95_limit = budget * float(stack.threshold("response_ms_p95_factor"))
     data = {"service": ep.service, "endpoint": f"GET {ep.path}", "class": ep.perf_class,
             "budget_mean_ms": mean_limit, "budget_p95_ms": p95_limit, **figures.as_dict()}
-    attach(request, record_property, "perf", data, bar_chart(
+    attach(request, "perf", data, bar_chart(
         f"{ep.service} GET {ep.path}", [("p50 / p95", figures.p50, figures.p95),
                                         ("mean", figures.mean, figures.mean)], mean_limit))
     if figures.errors:
@@ -253,7 +254,7 @@ def test_response_time(perf_endpoint: Endpoint, api: ApiCaller, stack: Stack,
 
 
 def test_error_rate_under_load(api_service: ServiceApi, api: ApiCaller, stack: Stack,
-                               request: pytest.FixtureRequest, record_property) -> None:
+                               request: pytest.FixtureRequest) -> None:
     svc = stack.services[api_service.key]
     eps = [e for e in api_service.endpoints if e.method == "GET" and e.perf and e.has_example]
     if not eps:
@@ -287,7 +288,7 @@ def test_error_rate_under_load(api_service: ServiceApi, api: ApiCaller, stack: S
     data = {"service": api_service.key, "requests": len(sent), "errors": len(errors),
             "error_rate_pct": round(rate, 2), "limit_pct": limit, "concurrency": workers,
             "latency_ms": {p: {"p50": round(a, 2), "p95": round(b, 2)} for p, a, b in rows}}
-    attach(request, record_property, "load", data, bar_chart(
+    attach(request, "load", data, bar_chart(
         f"{api_service.key}: {len(sent)} requests x{workers} (round trip, ms)", rows,
         stack.response_budget_ms(svc)))
     first = errors[0][1] if errors else None
