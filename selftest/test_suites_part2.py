@@ -111,7 +111,9 @@ def test_error_line_trips_logs_and_secrets_stay_masked(tmp_path: Path) -> None:
     vault = next(c for c in failed if c["service"] == "vault")
     assert "Root Token: ***" in vault["message"], vault
     assert "Unseal Key: ***" in vault["message"], vault
-    leaked = [s for s in ("staging-root-token", _unseal_key()) if s]
+    from acceptance.options import BY_NAME
+
+    leaked = [s for s in (BY_NAME["vault_token"].default, _unseal_key()) if s]
     everything = json.dumps(run.gate) + (run.reports / "report.html").read_text() + \
         (run.reports / "junit.xml").read_text() + run.stdout
     for secret in leaked:
@@ -235,7 +237,11 @@ def test_failed_flow_still_removes_its_records(tmp_path: Path) -> None:
 def _api_token() -> str:
     import hvac
 
-    client = hvac.Client(url="http://127.0.0.1:8200", token="staging-root-token", timeout=10)
+    from acceptance.options import BY_NAME
+
+    # The reference stack's token: the suite's own default for --vault-token.
+    client = hvac.Client(url="http://127.0.0.1:8200", token=BY_NAME["vault_token"].default,
+                         timeout=10)
     return client.secrets.kv.v2.read_secret_version(
         path="bizosaas/shared", mount_point="secret",
         raise_on_deleted_version=True)["data"]["data"]["api_token"]
