@@ -27,9 +27,7 @@ def _pg(stack: Stack) -> Service:
 # --------------------------------------------------------------------------- postgres
 
 
-@pytest.mark.service("postgres")
-@pytest.mark.critical
-def test_postgres_connect(postgres: Any, stack: Stack) -> None:
+def test_postgres_connect(pg_service: Service, postgres: Any, stack: Stack) -> None:
     row = postgres.execute("select current_setting('server_version_num')::int").fetchone()
     check(row and row[0] >= 150000, f"[VERSION] PostgreSQL ({row and row[0]}) >= 150000",
           expected="PostgreSQL 15 or newer", seen=f"server_version_num {row and row[0]}",
@@ -44,9 +42,7 @@ def test_postgres_database_exists(database: str, postgres: Any, stack: Stack) ->
           next_cmd=f"docker exec {_pg(stack).container} psql -U <user> -lqt")
 
 
-@pytest.mark.service("postgres")
-@pytest.mark.critical
-def test_postgres_connections(postgres: Any, stack: Stack) -> None:
+def test_postgres_connections(pg_service: Service, postgres: Any, stack: Stack) -> None:
     used, limit = postgres.execute(
         "select (select count(*) from pg_stat_activity), "
         "current_setting('max_connections')::int").fetchone()
@@ -63,16 +59,12 @@ def test_postgres_connections(postgres: Any, stack: Stack) -> None:
 # --------------------------------------------------------------------------- redis
 
 
-@pytest.mark.service("redis")
-@pytest.mark.critical
-def test_redis_ping(redis_client: Any) -> None:
+def test_redis_ping(redis_service: Service, redis_client: Any) -> None:
     check(redis_client.ping() is True, "[PING] Redis", expected="PONG", seen="no PONG",
           cause=Cause.REDIS, next_cmd="redis-cli ping")
 
 
-@pytest.mark.service("redis")
-@pytest.mark.critical
-def test_redis_memory(redis_client: Any, stack: Stack) -> None:
+def test_redis_memory(redis_service: Service, redis_client: Any, stack: Stack) -> None:
     info = redis_client.info("memory")
     used, maxmem = int(info["used_memory"]), int(info.get("maxmemory", 0))
     limit_pct = float(stack.threshold("memory_pct"))
@@ -89,9 +81,7 @@ def test_redis_memory(redis_client: Any, stack: Stack) -> None:
           next_cmd="redis-cli info memory")
 
 
-@pytest.mark.service("redis")
-@pytest.mark.critical
-def test_redis_hit_rate(redis_client: Any, stack: Stack) -> None:
+def test_redis_hit_rate(redis_service: Service, redis_client: Any, stack: Stack) -> None:
     stats = redis_client.info("stats")
     hits, misses = int(stats["keyspace_hits"]), int(stats["keyspace_misses"])
     ops, min_ops = hits + misses, int(stack.threshold("cache_min_ops"))
@@ -116,27 +106,21 @@ def vault_health(vault: Any) -> dict[str, Any]:
     return resp.json() if hasattr(resp, "json") else resp
 
 
-@pytest.mark.service("vault")
-@pytest.mark.critical
-def test_vault_initialized(vault_health: dict[str, Any], stack: Stack) -> None:
+def test_vault_initialized(vault_svc: Service, vault_health: dict[str, Any], stack: Stack) -> None:
     check(vault_health.get("initialized") is True, "[VAULT] initialized",
           expected="initialized true", seen=f"initialized {vault_health.get('initialized')}",
           cause=Cause.VAULT, why="Vault was never initialized",
           next_cmd="bao status  # or: vault status")
 
 
-@pytest.mark.service("vault")
-@pytest.mark.critical
-def test_vault_unsealed(vault_health: dict[str, Any], stack: Stack) -> None:
+def test_vault_unsealed(vault_svc: Service, vault_health: dict[str, Any], stack: Stack) -> None:
     check(vault_health.get("sealed") is False, "[VAULT] unsealed",
           expected="sealed false", seen=f"sealed {vault_health.get('sealed')}",
           cause=Cause.VAULT, why="Vault is sealed: services cannot read secrets",
           next_cmd=["bao status", "bao operator unseal  # with the unseal key(s)"])
 
 
-@pytest.mark.service("vault")
-@pytest.mark.critical
-def test_vault_token_valid(vault: Any, stack: Stack) -> None:
+def test_vault_token_valid(vault_svc: Service, vault: Any, stack: Stack) -> None:
     try:
         info = vault.auth.token.lookup_self()["data"]
     except Exception as exc:  # noqa: BLE001
@@ -179,9 +163,8 @@ def test_vault_service_secrets(secret_ref: tuple[Service, str], vault: Any,
 # --------------------------------------------------------------------------- temporal
 
 
-@pytest.mark.service("temporal")
-@pytest.mark.critical
-def test_temporal_system_info(temporal: Any, async_runner, target: Target) -> None:
+def test_temporal_system_info(temporal_service: Service, temporal: Any, async_runner,
+                              target: Target) -> None:
     from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 
     info = async_runner.run(temporal.workflow_service.get_system_info(GetSystemInfoRequest()),
@@ -191,9 +174,8 @@ def test_temporal_system_info(temporal: Any, async_runner, target: Target) -> No
           next_cmd="temporal operator cluster describe")
 
 
-@pytest.mark.service("temporal")
-@pytest.mark.critical
-def test_temporal_namespace(temporal: Any, async_runner, stack: Stack, target: Target) -> None:
+def test_temporal_namespace(temporal_service: Service, temporal: Any, async_runner, stack: Stack,
+                            target: Target) -> None:
     from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 
     ns = stack.temporal.get("namespace", "default")
@@ -210,9 +192,8 @@ def test_temporal_namespace(temporal: Any, async_runner, stack: Stack, target: T
           next_cmd="temporal operator namespace list")
 
 
-@pytest.mark.service("temporal")
-@pytest.mark.critical
-def test_temporal_workflow_round_trip(temporal: Any, async_runner, run_id: str,
+def test_temporal_workflow_round_trip(temporal_service: Service, temporal: Any, async_runner,
+                                      run_id: str,
                                       target: Target, stack: Stack) -> None:
     """A real workflow: started here, run by an in-process worker on a queue of this run."""
     from temporalio.worker import Worker
