@@ -1,4 +1,7 @@
-"""Wires the acceptance plugins; the checks live in tests/, the logic in fixtures/ and acceptance/."""
+"""Wires the acceptance plugins.
+
+The checks live in tests/, the logic in fixtures/ and acceptance/.
+"""
 
 pytest_plugins = [
     "acceptance.plugin",   # options, markers, labels, gate and reports

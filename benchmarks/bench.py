@@ -120,7 +120,8 @@ def bench_shell(reps: int) -> dict[str, Any]:
     stack = load_manifest()
     env = clean_env(
         CONTAINERS=" ".join(s.container for s in stack.services.values()),
-        URLS=" ".join(f"http://127.0.0.1:{s.host_port}{s.health_path}" for s in stack.http_services),
+        URLS=" ".join(f"http://127.0.0.1:{s.host_port}{s.health_path}"
+                      for s in stack.http_services),
         DEPS=" ".join(f"{s.container}={stack.services[d].container}:{stack.services[d].port}"
                       for s in stack.apps for d in (*s.depends_on, *s.upstreams)),
     )
