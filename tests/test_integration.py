@@ -55,6 +55,7 @@ WRITES_SKIP = ("writes not allowed in this environment "
                "(--allow-writes / manifest environments.<env>.allow_writes)")
 STALE_AFTER_S = 30 * 60
 TASK_TIMEOUT_S = 20.0
+SETTLE_S = 5.0
 CRM, COMMERCE, AI, SALEOR, GATEWAY = ("django-crm", "coreldove-backend", "ai-agents",
                                       "saleor-api", "brain-api")
 
@@ -105,6 +106,7 @@ class Record:
     delete_path: str
     check_path: str | None  # a GET that must answer 404 once the record is gone
     what: str
+    settle: bool = False  # wait (bounded) until the GET no longer says "processing"
 
 
 @dataclass
@@ -115,12 +117,26 @@ class Records:
     items: list[Record] = field(default_factory=list)
 
     def add(self, service: str, delete_path: str, what: str,
-            check_path: str | None = None) -> None:
-        self.items.append(Record(service, delete_path, check_path, what))
+            check_path: str | None = None, settle: bool = False) -> None:
+        self.items.append(Record(service, delete_path, check_path, what, settle))
+
+    def _settle(self, rec: Record) -> None:
+        """A running task's activity would write its row again after a DELETE: let it end."""
+        deadline = time.monotonic() + SETTLE_S
+        while time.monotonic() < deadline and rec.check_path:
+            reply = self.api.http.request("GET", self.api.url(rec.service, rec.check_path))
+            try:
+                if reply.status != 200 or reply.json().get("status") != "processing":
+                    return
+            except (ValueError, AttributeError):
+                return
+            time.sleep(0.2)
 
     def remove_all(self) -> list[str]:
         problems = []
         for rec in reversed(self.items):
+            if rec.settle:
+                self._settle(rec)
             url = self.api.url(rec.service, rec.delete_path)
             reply = self.api.http.request("DELETE", url, headers=self.api.headers(auth=True))
             if not reply.ok or reply.status not in (200, 202, 204, 404):
@@ -353,7 +369,7 @@ def test_agent_task_runs_on_temporal(writes, api_auth: ApiCaller, records: Recor
                      202, stack, AI, "start an agent task", body)
     task_id = created["task_id"]
     path = f"/api/agents/task/{task_id}"
-    records.add(AI, path, f"task {task_id}", path)
+    records.add(AI, path, f"task {task_id}", path, settle=True)
     deadline = time.monotonic() + TASK_TIMEOUT_S
     state: dict[str, Any] = {}
     while time.monotonic() < deadline:
