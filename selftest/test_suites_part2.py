@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import socket
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,6 @@ from typing import Any
 import pytest
 import yaml
 
-from selftest.hostile import closed_port
 from selftest.stackrun import PROJECT_ROOT, Run, run_suite
 
 pytestmark = pytest.mark.stack
@@ -38,6 +38,13 @@ def _manifest(tmp: Path, change=None, api: dict[str, Any] | None = None) -> Path
     path = tmp / "bizosaas-staging.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
+
+
+def closed_port() -> int:
+    """A local port nothing listens on (bound once by the kernel's choice, then freed)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _api() -> dict[str, Any]:
