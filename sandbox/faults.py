@@ -108,10 +108,12 @@ def _wait_symptom(client, fault: Fault, say: Callable[[str], None], timeout: flo
             if fault.symptom == "restarting" and (c.attrs.get("RestartCount", 0) >= 1
                                                   or state.get("Status") == "restarting"):
                 return
-            streak = (state.get("Health") or {}).get("FailingStreak", 0)
-            # During start_period Docker keeps a failing container "starting";
-            # a failing probe is already the symptom the checks will see.
-            if fault.symptom == "unhealthy" and (health == "unhealthy" or streak >= 1):
+            probes = (state.get("Health") or {}).get("Log") or []
+            # During start_period Docker keeps a failing container "starting"
+            # (failures don't even count in FailingStreak); a failed probe is
+            # already the symptom the checks will see.
+            if fault.symptom == "unhealthy" and (
+                    health == "unhealthy" or (probes and probes[-1].get("ExitCode") != 0)):
                 return
             if fault.symptom == "healthy" and health == "healthy":
                 return
