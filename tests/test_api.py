@@ -156,11 +156,9 @@ def _error_check(api: ApiCaller, sapi: ServiceApi, stack: Stack, reply: Reply, s
           next_cmd=nxt)
 
 
-def test_error_format_bad_request(api_service: ServiceApi, request: pytest.FixtureRequest,
-                                  stack: Stack) -> None:
-    bad = api_service.bad_request
-    if bad is None:
-        pytest.skip(f"no bad_request example documented for {api_service.key}")
+def test_error_format_bad_request(bad_request: tuple[ServiceApi, Any],
+                                  request: pytest.FixtureRequest, stack: Stack) -> None:
+    api_service, bad = bad_request
     api = request.getfixturevalue("api_auth" if bad.method != "GET" else "api")
     reply = api.http.request(bad.method, api.url(api_service.key, bad.path),
                              headers=api.headers(auth=bad.method != "GET"), json_body=bad.body)
