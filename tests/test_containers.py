@@ -11,23 +11,10 @@ from datetime import datetime
 
 import pytest
 
-from fixtures.diagnose import Cause, check, fail, health_cmd, logs_cmd
+from fixtures.diagnose import Cause, check, health_cmd, logs_cmd
 from fixtures.model import PLACEHOLDER, Service, Stack
 
 pytestmark = [pytest.mark.containers]
-
-
-def _attrs(docker_state, svc: Service) -> dict:
-    __tracebackhide__ = True
-    attrs = docker_state.container(svc)
-    if attrs is None:
-        fail(f"[EXISTS] {svc.key}: container {svc.container} not found",
-             expected=f"a container named {svc.container}",
-             seen="no such container on the engine",
-             cause=Cause.BUILD, why="never created: build or deploy failed, or it was removed",
-             next_cmd=[f"docker ps -a --filter name={svc.container}",
-                       "docker compose ps  # in the deployment's directory"])
-    return attrs
 
 
 def _started_ago(attrs: dict) -> float:
@@ -40,11 +27,11 @@ def _started_ago(attrs: dict) -> float:
 
 
 def test_exists(service: Service, docker_state) -> None:
-    _attrs(docker_state, service)
+    docker_state.require(service)
 
 
 def test_running(service: Service, docker_state) -> None:
-    state = _attrs(docker_state, service)["State"]
+    state = docker_state.require(service)["State"]
     check(state.get("Status") == "running" and state.get("Running"),
           f"[STATE] ({state.get('Status')}) == running: {service.key}",
           expected="status running", seen=f"status {state.get('Status')}, exit code "
@@ -56,7 +43,7 @@ def test_running(service: Service, docker_state) -> None:
 
 
 def test_not_restarting(service: Service, docker_state, stack: Stack) -> None:
-    attrs = _attrs(docker_state, service)
+    attrs = docker_state.require(service)
     restarts = attrs.get("RestartCount", 0)
     up_for = _started_ago(attrs)
     stable_after = stack.threshold("stable_after_s")
@@ -73,7 +60,7 @@ def test_not_restarting(service: Service, docker_state, stack: Stack) -> None:
 
 def test_restart_count_stable(service: Service, docker_state, docker_client) -> None:
     """A second look through the API: the count has not moved since the snapshot."""
-    before = _attrs(docker_state, service).get("RestartCount", 0)
+    before = docker_state.require(service).get("RestartCount", 0)
     now = docker_client.api.inspect_container(service.container).get("RestartCount", 0)
     check(now == before, f"[RESTARTS] ({now}) == {before}: {service.key}",
           expected=f"restart count unchanged during the run ({before})",
@@ -83,7 +70,7 @@ def test_restart_count_stable(service: Service, docker_state, docker_client) -> 
 
 
 def test_healthy(service: Service, docker_state) -> None:
-    attrs = _attrs(docker_state, service)
+    attrs = docker_state.require(service)
     health = attrs["State"].get("Health")
     if not service.healthcheck:
         pytest.skip("the manifest says this container has no healthcheck")
@@ -100,7 +87,7 @@ def test_healthy(service: Service, docker_state) -> None:
 
 
 def test_restart_policy(service: Service, docker_state) -> None:
-    policy = (_attrs(docker_state, service)["HostConfig"].get("RestartPolicy") or {}).get("Name")
+    policy = (docker_state.require(service)["HostConfig"].get("RestartPolicy") or {}).get("Name")
     check(policy == "unless-stopped", f"[POLICY] ({policy or 'no'}) == unless-stopped: "
           f"{service.key}", expected="restart policy unless-stopped",
           seen=f"restart policy {policy or 'none'}", cause=Cause.CONFIG,
@@ -110,7 +97,7 @@ def test_restart_policy(service: Service, docker_state) -> None:
 
 
 def test_image_present(service: Service, docker_state) -> None:
-    attrs = _attrs(docker_state, service)
+    attrs = docker_state.require(service)
     image_id, ref = attrs["Image"], attrs["Config"].get("Image")
     present = docker_state.images.get(image_id, False)
     check(present, f"[IMAGE] {ref} present: {service.key}",
@@ -125,7 +112,7 @@ def test_image_present(service: Service, docker_state) -> None:
 
 
 def test_not_oom_killed(service: Service, docker_state) -> None:
-    state = _attrs(docker_state, service)["State"]
+    state = docker_state.require(service)["State"]
     check(not state.get("OOMKilled"), f"[OOM] OOMKilled: {service.key}",
           expected="never killed for exceeding its memory limit",
           seen="the kernel OOM-killed its last run", cause=Cause.MEMORY,
@@ -139,7 +126,7 @@ def _env(attrs: dict) -> dict[str, str]:
 
 def test_secret_present(secret_ref: tuple[Service, str], docker_state) -> None:
     svc, name = secret_ref
-    env = _env(_attrs(docker_state, svc))
+    env = _env(docker_state.require(svc))
     value = env.get(name)
     check(bool(value), f"[ENV] {name} set: {svc.key}",
           expected=f"{name} set and non-empty in the container's environment",
@@ -154,7 +141,7 @@ def test_secret_well_formed(secret_ref: tuple[Service, str], docker_state, stack
     The value itself is never shown: only what is wrong with it.
     """
     svc, name = secret_ref
-    value = _env(_attrs(docker_state, svc)).get(name) or ""
+    value = _env(docker_state.require(svc)).get(name) or ""
     problems = []
     if value != value.strip():
         problems.append("surrounding whitespace")

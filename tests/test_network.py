@@ -20,16 +20,6 @@ from fixtures.target import Target
 pytestmark = [pytest.mark.network]
 
 
-def _attrs(docker_state, svc: Service) -> dict[str, Any]:
-    __tracebackhide__ = True
-    attrs = docker_state.container(svc)
-    if attrs is None:
-        fail(f"[EXISTS] {svc.key}: container {svc.container} not found",
-             expected=f"a container named {svc.container}", seen="no such container",
-             cause=Cause.BUILD, next_cmd=f"docker ps -a --filter name={svc.container}")
-    return attrs
-
-
 @pytest.mark.service("stack")
 def test_network_exists(stack: Stack, docker_client) -> None:
     if not stack.network:
@@ -51,7 +41,7 @@ def test_network_exists(stack: Stack, docker_client) -> None:
 def test_attached(service: Service, docker_state, stack: Stack) -> None:
     if not stack.network:
         pytest.skip("the manifest names no network")
-    nets = _attrs(docker_state, service)["NetworkSettings"].get("Networks") or {}
+    nets = docker_state.require(service)["NetworkSettings"].get("Networks") or {}
     check(stack.network in nets, f"[NETWORK] {service.key} on {stack.network}",
           expected=f"attached to {stack.network}",
           seen="attached to " + (", ".join(sorted(nets)) or "no network"), cause=Cause.NETWORK,
@@ -108,7 +98,7 @@ def test_dependency_reachable(dependency: tuple[Service, Service], network_probe
 
 
 def test_published_port(service: Service, docker_state, stack: Stack) -> None:
-    ports = _attrs(docker_state, service)["NetworkSettings"].get("Ports") or {}
+    ports = docker_state.require(service)["NetworkSettings"].get("Ports") or {}
     bindings = ports.get(f"{service.port}/tcp") or []
     published = sorted({int(b["HostPort"]) for b in bindings if b.get("HostPort")})
     if not service.published:
@@ -129,7 +119,7 @@ def test_published_port(service: Service, docker_state, stack: Stack) -> None:
 
 
 def test_nothing_unexpected_published(service: Service, docker_state) -> None:
-    ports = _attrs(docker_state, service)["NetworkSettings"].get("Ports") or {}
+    ports = docker_state.require(service)["NetworkSettings"].get("Ports") or {}
     extra = sorted(p for p, b in ports.items() if b and p != f"{service.port}/tcp")
     check(not extra, f"[PORT] {service.key} publishes extra ports {extra}",
           expected=f"only {service.port}/tcp published", seen=f"also published: {extra}",

@@ -29,22 +29,12 @@ def _usage(docker_state, svc: Service) -> dict[str, Any]:
     return usage
 
 
-def _host_config(docker_state, svc: Service) -> dict[str, Any]:
-    __tracebackhide__ = True
-    attrs = docker_state.container(svc)
-    if attrs is None:
-        fail(f"[EXISTS] {svc.key}: container {svc.container} not found",
-             expected=f"a container named {svc.container}", seen="no such container",
-             cause=Cause.BUILD, next_cmd=f"docker ps -a --filter name={svc.container}")
-    return attrs["HostConfig"]
-
-
 def _mib(n: float | None) -> str:
     return "?" if n is None else f"{n / 2**20:.0f} MiB"
 
 
 def test_memory_limit_configured(service: Service, docker_state) -> None:
-    limit = _host_config(docker_state, service).get("Memory") or 0
+    limit = docker_state.require(service)['HostConfig'].get("Memory") or 0
     if service.memory is None:
         check(limit > 0, f"[LIMIT] {service.key} memory limit set",
               expected="a memory limit", seen="no memory limit", cause=Cause.MEMORY,
@@ -59,9 +49,9 @@ def test_memory_limit_configured(service: Service, docker_state) -> None:
 
 
 def test_cpu_limit_configured(service: Service, docker_state) -> None:
-    nano = _host_config(docker_state, service).get("NanoCpus") or 0
-    quota = _host_config(docker_state, service).get("CpuQuota") or 0
-    period = _host_config(docker_state, service).get("CpuPeriod") or 100000
+    nano = docker_state.require(service)['HostConfig'].get("NanoCpus") or 0
+    quota = docker_state.require(service)['HostConfig'].get("CpuQuota") or 0
+    period = docker_state.require(service)['HostConfig'].get("CpuPeriod") or 100000
     cpus = nano / 1e9 if nano else (quota / period if quota else 0.0)
     want = service.cpus
     if want is None:
