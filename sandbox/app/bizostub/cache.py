@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -13,6 +14,11 @@ from redis.exceptions import RedisError
 from .logs import describe, log
 
 CACHE_TTL = 30
+#: Cached responses are namespaced by process start, so a restarted or
+#: recreated service starts cold instead of serving what an earlier run cached
+#: (otherwise a fault such as an unreachable database would hide behind warm
+#: entries for up to CACHE_TTL, depending on what ran just before).
+BOOT = uuid.uuid4().hex[:8]
 HITS = "stats:cache_hits"
 MISSES = "stats:cache_misses"
 
@@ -68,7 +74,7 @@ class Cache:
         if self.client is None:
             return None
         try:
-            value = await self.client.get(key)
+            value = await self.client.get(f"{BOOT}:{key}")
             await self.client.incr(HITS if value is not None else MISSES)
             return value
         except (TimeoutError, RedisError, OSError):
@@ -79,7 +85,7 @@ class Cache:
         if self.client is None:
             return
         try:
-            await self.client.set(key, body, ex=ttl)
+            await self.client.set(f"{BOOT}:{key}", body, ex=ttl)
         except (TimeoutError, RedisError, OSError):
             pass
 
@@ -88,7 +94,10 @@ class Cache:
         if self.client is None:
             return
         try:
-            keys = [k async for k in self.client.scan_iter(match=f"cache:{namespace}:*", count=200)]
+            keys = [
+                k
+                async for k in self.client.scan_iter(match=f"{BOOT}:cache:{namespace}:*", count=200)
+            ]
             if keys:
                 await self.client.delete(*keys)
         except (TimeoutError, RedisError, OSError):

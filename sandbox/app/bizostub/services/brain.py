@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from typing import Any
 
 import aiohttp
@@ -101,6 +102,30 @@ async def _upstream_ok(session: aiohttp.ClientSession, prefix: str, base: str) -
         return False
 
 
+#: /api/status reports upstream health from a snapshot at most this old,
+#: refreshed in the background: a gateway must not make every status call
+#: wait for its slowest (or vanished) upstream.
+STATUS_MAX_AGE_S = 5.0
+
+
+async def upstream_states(rt: Runtime, session: aiohttp.ClientSession) -> list[bool]:
+    """Upstream health, from a snapshot refreshed in the background."""
+    state: dict[str, Any] = rt.extra.setdefault("upstream_state", {"at": 0.0, "oks": None})
+    ups = rt.settings.upstreams
+
+    async def refresh() -> None:
+        oks = await asyncio.gather(*(_upstream_ok(session, p, u) for p, u in ups.items()))
+        state["oks"], state["at"] = list(oks), time.monotonic()
+
+    if state["oks"] is None:
+        await refresh()
+    elif time.monotonic() - state["at"] > STATUS_MAX_AGE_S:
+        task = state.get("task")
+        if task is None or task.done():
+            state["task"] = asyncio.create_task(refresh())
+    return state["oks"]
+
+
 async def stack_hit_rate(rt: Runtime) -> float:
     """Cache hit rate over every stand-in's Redis DB (1-8): the gateway's view of the stack.
 
@@ -130,9 +155,7 @@ async def status(request: web.Request) -> web.Response:
     rt = rt_of(request)
     session = _session(rt)
     ups = rt.settings.upstreams
-    oks, rate = await asyncio.gather(
-        asyncio.gather(*(_upstream_ok(session, p, u) for p, u in ups.items())), stack_hit_rate(rt)
-    )
+    oks, rate = await asyncio.gather(upstream_states(rt, session), stack_hit_rate(rt))
     return json_response(
         {
             "brain_api": "healthy",
