@@ -139,7 +139,9 @@ class HostileHttp:
         self.server = ThreadingHTTPServer(("127.0.0.1", self.port), _Handler)
         self.server.daemon_threads = True
         self.server.routes = routes  # type: ignore[attr-defined]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        # A short poll interval: stopping a server costs at most that long.
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,),
+                                       daemon=True)
 
     def __enter__(self) -> HostileHttp:
         self.thread.start()
