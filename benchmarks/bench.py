@@ -189,7 +189,7 @@ def scale(sizes: list[int], reps: int, work: Path) -> dict[str, Any]:
                                       if v is not None}
             path = work / f"scale-{size}.yaml"
             path.write_text(yaml.safe_dump(manifest))
-            runs = [pytest_run(["-n", "auto", "--stack", str(path), "-m", GENERIC],
+            runs = [pytest_run(["-n", "auto", f"--stack={path}", "-m", GENERIC],
                                work / f"scale-{size}-{i}") for i in range(reps)]
             walls = [r["wall"] for r in runs]
             results[str(size)] = {"walls": walls, "checks": runs[-1]["checks"],

@@ -69,7 +69,10 @@ def scan(docker_client: Any, svc: Service, attrs: dict[str, Any], stack: Stack,
          patterns: list[re.Pattern[str]], allow: list[re.Pattern[str]]) -> dict[str, Any]:
     """Stream the container's log since its start; keep only what the checks need."""
     started = attrs["State"].get("StartedAt") or ""
-    since = started_epoch(started) if stack.logs.get("since_start", True) and started else None
+    # One second of slack: what a process prints in its first instant can be
+    # stamped before State.StartedAt (an immediate crash line must not be missed).
+    since = (max(0, int(started_epoch(started)) - 1)
+             if stack.logs.get("since_start", True) and started else None)
     wanted = list(svc.startup_lines)
     found: set[str] = set()
     matches: list[str] = []
