@@ -6,24 +6,12 @@ suite costs one round of API calls however many services there are.
 
 from __future__ import annotations
 
-import time
-from datetime import datetime
-
 import pytest
 
 from fixtures.diagnose import Cause, check, health_cmd, logs_cmd
 from fixtures.model import PLACEHOLDER, Service, Stack
 
 pytestmark = [pytest.mark.containers]
-
-
-def _started_ago(attrs: dict) -> float:
-    started = attrs["State"].get("StartedAt", "")
-    try:
-        ts = datetime.fromisoformat(started[:26].rstrip("Z") + "+00:00")
-    except ValueError:
-        return 0.0
-    return time.time() - ts.timestamp()
 
 
 def test_exists(service: Service, docker_state) -> None:
@@ -45,7 +33,7 @@ def test_running(service: Service, docker_state) -> None:
 def test_not_restarting(service: Service, docker_state, stack: Stack) -> None:
     attrs = docker_state.require(service)
     restarts = attrs.get("RestartCount", 0)
-    up_for = _started_ago(attrs)
+    up_for = docker_state.up_for(service)
     stable_after = stack.threshold("stable_after_s")
     restarting = attrs["State"].get("Restarting")
     check(not restarting and (restarts == 0 or up_for >= stable_after),

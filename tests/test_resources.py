@@ -16,8 +16,18 @@ from fixtures.model import Service, Stack, parse_size
 pytestmark = [pytest.mark.resources]
 
 
-def _usage(docker_state, svc: Service) -> dict[str, Any]:
+def _usage(docker_state, svc: Service, stack: Stack) -> dict[str, Any]:
     __tracebackhide__ = True
+    stable_after = float(stack.threshold("stable_after_s"))
+    if docker_state.crash_looping(svc, stable_after):
+        # A sample from a process seconds old (or between two crashes) says
+        # nothing about its steady-state use: judge it once it stays up.
+        fail(f"[STATS] {svc.key}: restarting, figures not meaningful",
+             expected=f"a container up for at least {stable_after:g}s to sample",
+             seen=f"restart count {(docker_state.container(svc) or {}).get('RestartCount')}, "
+                  f"up {docker_state.up_for(svc):.0f}s", cause=Cause.WONT_START,
+             why="the container crashes and Docker keeps restarting it",
+             next_cmd=f"docker logs --tail 100 {svc.container}")
     usage = docker_state.usage.get(svc.container)
     if usage is None:
         attrs = docker_state.container(svc)
@@ -67,7 +77,7 @@ def test_cpu_limit_configured(service: Service, docker_state) -> None:
 
 
 def test_memory_usage(service: Service, docker_state, stack: Stack) -> None:
-    usage = _usage(docker_state, service)
+    usage = _usage(docker_state, service, stack)
     used, limit = usage["mem_used"], service.memory or usage["mem_limit"]
     max_pct = float(stack.threshold("memory_pct"))
     if not used or not limit:
@@ -84,7 +94,7 @@ def test_memory_usage(service: Service, docker_state, stack: Stack) -> None:
 
 
 def test_cpu_usage(service: Service, docker_state, stack: Stack) -> None:
-    usage = _usage(docker_state, service)
+    usage = _usage(docker_state, service, stack)
     cpu = usage.get("cpu_pct")
     if cpu is None:
         fail(f"[CPU] {service.key}: no CPU figure", expected="two CPU samples",
@@ -102,7 +112,7 @@ def test_cpu_usage(service: Service, docker_state, stack: Stack) -> None:
 
 
 def test_pids(service: Service, docker_state, stack: Stack) -> None:
-    pids = _usage(docker_state, service).get("pids")
+    pids = _usage(docker_state, service, stack).get("pids")
     limit = int(stack.threshold("pids_max"))
     check(pids is not None and pids < limit, f"[PIDS] {service.key} ({pids}) < {limit}",
           expected=f"fewer than {limit} processes/threads", seen=f"{pids} pids",
