@@ -74,7 +74,10 @@ def test_slow_service_trips_performance(tmp_path: Path) -> None:
     assert run.ret == 1, run.summary()
     failed = run.failed()
     assert failed, run.summary()
-    assert {c["service"] for c in failed} == {"brain-api"}, run.summary()
+    # Only brain's endpoints fail: its own ones labelled brain-api, the calls it
+    # routes labelled with the service behind them (that is whose data they are).
+    assert all("[brain-api-GET-" in c["nodeid"] for c in failed), run.summary()
+    assert "brain-api" in {c["service"] for c in failed}, run.summary()
     assert {c["suite"] for c in failed} == {"performance"}
     status = [c for c in failed if "test_response_time[brain-api-GET-/api/status]" in c["nodeid"]]
     assert status, run.summary()

@@ -26,6 +26,7 @@ manifest's ``environments.<env>.allow_writes``); elsewhere they are skipped.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -270,9 +271,13 @@ def test_lead_visible_through_gateway(writes, api_auth: ApiCaller, records: Reco
                                       target: Target, swept) -> None:
     _need_services(stack, CRM, GATEWAY)
     api = api_auth
+    flow = f"{api.tag}-lead-{uuid.uuid4().hex[:8]}"
     body = {"name": "Acceptance Lead (integration)", "email": "flow@bizosaas-acceptance.example",
             "phone": "+1-555-0199", "source": api.tag,
-            "notes": f"integration flow of run {api.tag}"}
+            "notes": f"integration flow {flow}"}
+    # Registered before the request: if the run is interrupted while the POST
+    # is in flight, the lead exists but its id never reached us; the tag finds it.
+    records.add(CRM, f"/api/leads/?tag={flow}", f"leads tagged {flow}")
     reply = api.http.request("POST", api.url(CRM, "/api/leads/"), headers=api.headers(auth=True),
                              json_body=body)
     lead = expect(reply, 201, stack, CRM, "create a lead", body)
@@ -316,12 +321,17 @@ def test_cart_order_checkout(writes, api_auth: ApiCaller, records: Records, stac
              seen=str(products)[:200], cause=Cause.DATABASE, why="the catalogue is empty",
              next_cmd=curl_cmd("GET", api.url(COMMERCE, "/api/products")))
     body = {"session_id": session, "product_id": product["id"], "quantity": 2}
+    # The cart's id is ours, so it is registered before it exists.
+    records.add(COMMERCE, f"/api/cart/{session}", f"cart {session}")
     cart = expect(api.http.request("POST", api.url(COMMERCE, "/api/cart"),
                                    headers=api.headers(auth=True), json_body=body),
                   201, stack, COMMERCE, "add to cart", body)
-    records.add(COMMERCE, f"/api/cart/{session}", f"cart {session}")
+    flow = f"{api.tag}-order-{uuid.uuid4().hex[:8]}"
     order_body = {"session_id": session, "customer_email": "flow@bizosaas-acceptance.example",
-                  "notes": api.tag, "metadata": {"tag": api.tag}}
+                  "notes": flow, "metadata": {"tag": flow}}
+    # Registered before the request (see the lead flow): found by its tag even
+    # when the answer carrying its id is lost to an interruption.
+    records.add(COMMERCE, f"/api/orders?tag={flow}", f"orders tagged {flow}")
     order = expect(api.http.request("POST", api.url(COMMERCE, "/api/orders"),
                                     headers=api.headers(auth=True), json_body=order_body),
                    201, stack, COMMERCE, "order the cart", order_body)

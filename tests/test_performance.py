@@ -11,8 +11,8 @@ How it is measured (and how the runner's own overhead is kept out):
   ``X-Response-Time`` or ``X-Process-Time``), that server-side figure is used.
 - Otherwise the runner's overhead is measured and subtracted, without asking
   the target anything: the fastest of a few requests, through the same client
-  session, to a trivial HTTP server inside the test process is the cost of the
-  client and the HTTP stack; the fastest of a few TCP connects to the
+  session, to an instant canned responder inside the test process is the cost
+  of the client and the HTTP stack; the fastest of a few TCP connects to the
   service's port is the network round trip. Every sample minus their sum is
   what the service itself spent. (A trivial endpoint *of the target*, such as
   ``/version``, would not do: a slow service is slow there too, and
@@ -42,7 +42,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from html import escape
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -134,36 +133,50 @@ _BASELINES: dict[str, float] = {}
 _BASELINE_LOCK = threading.Lock()
 
 
-class _Trivial(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, like the target's connections
+_CANNED = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+           b"Content-Length: 2\r\nConnection: keep-alive\r\n\r\n{}")
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"{}")
 
-    def log_message(self, *args: Any) -> None:
-        pass
+def _serve_canned(listener: socket.socket) -> None:
+    """Answer every request on one keep-alive connection with a canned 200, at once.
+
+    Deliberately not http.server: its parsing costs more than a fast target's
+    whole answer, and the baseline must be the client's share only.
+    """
+    try:
+        conn, _ = listener.accept()
+    except OSError:
+        return
+    with conn:
+        buf = b""
+        while True:
+            try:
+                data = conn.recv(65536)
+            except OSError:
+                return
+            if not data:
+                return
+            buf += data
+            while b"\r\n\r\n" in buf:
+                _, buf = buf.split(b"\r\n\r\n", 1)
+                conn.sendall(_CANNED)
 
 
 def runner_overhead_ms(api: ApiCaller) -> float:
-    """Client + HTTP stack cost: fastest request to a no-op server in this process."""
+    """Client + HTTP stack cost: fastest request to an instant local responder."""
     with _BASELINE_LOCK:
         if "__runner__" in _BASELINES:
             return _BASELINES["__runner__"]
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Trivial)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/"
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        thread = threading.Thread(target=_serve_canned, args=(listener,), daemon=True)
+        thread.start()
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/"
         api.http.request("GET", url)  # warm-up: connection
-        times = [api.http.request("GET", url).elapsed_ms for _ in range(BASELINE_SAMPLES)]
-    finally:
-        server.shutdown()
-        server.server_close()
-    value = min(times)
+        times = [r.elapsed_ms for r in (api.http.request("GET", url)
+                                        for _ in range(BASELINE_SAMPLES)) if r.ok]
+    value = min(times) if times else 0.0
     with _BASELINE_LOCK:
         _BASELINES.setdefault("__runner__", value)
     return value
