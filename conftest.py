@@ -1,11 +1,13 @@
-"""Wires the acceptance plugins.
+"""The suites in tests/ get their fixtures from fixtures/.
 
-The checks live in tests/, the logic in fixtures/ and acceptance/.
+The plugin itself (options, parametrization, gate, reports) is the installed
+package ``bizosaas_acceptance``, loaded by its ``pytest11`` entry point
+(``pip install -e .``), so its options are known before pytest reads the
+command line (``--compose FILE`` works in the space form from any directory).
 """
 
 pytest_plugins = [
-    "acceptance.plugin",   # options, markers, labels, gate and reports
-    "fixtures.stack",      # stack model, parametrization, secret masking
+    "fixtures.stack",      # the stack model, the target, the run id
     "fixtures.clients",    # Docker, PostgreSQL, Redis, Vault, Temporal, HTTP clients
-    "fixtures.api",        # the documented API as data (stacks/api/), request helpers
+    "fixtures.api",        # the documented API (stacks/api/) and its caller
 ]

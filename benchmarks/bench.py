@@ -36,7 +36,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from fixtures.model import load_manifest  # noqa: E402
+from bizosaas_acceptance.model.manifest import load_manifest  # noqa: E402
 from selftest.stackrun import clean_env  # noqa: E402
 
 GENERIC = "containers or health or resources or network or logs"

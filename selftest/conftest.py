@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from acceptance.options import OPTIONS
+from bizosaas_acceptance.options import OPTIONS
 
 pytest_plugins = ["pytester"]
 
@@ -46,8 +46,11 @@ def suite_source(
     src = [
         "import pytest\n",
         (
-            "@pytest.fixture\ndef broken_setup():\n    raise ConnectionError("
-            "'cannot connect\\ncause: database unreachable — run docker logs')\n"
+            # A diagnosed fixture failure: the cause travels as data, not as text.
+            "@pytest.fixture\ndef broken_setup():\n"
+            "    from bizosaas_acceptance.outcome import fail\n"
+            "    fail('cannot connect', expected='a database', seen='refused',\n"
+            "         cause='database unreachable', next_cmd='docker logs db')\n"
         ),
         (
             "@pytest.fixture\ndef broken_teardown():\n"

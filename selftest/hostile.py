@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 
 PORT_RANGE = range(19000, 20000)
-HUGE_BYTES = 64 * 1024 * 1024  # far past fixtures.http.MAX_BODY
+HUGE_BYTES = 64 * 1024 * 1024  # far past bizosaas_acceptance.probes.http.MAX_BODY
 DRIP_SECONDS = 120  # the drip outlasts any sane timeout
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from acceptance.options import OPTIONS
+from bizosaas_acceptance.options import OPTIONS
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 

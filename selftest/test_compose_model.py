@@ -15,15 +15,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fixtures.compose import (
+from bizosaas_acceptance.model.compose import (
     ComposeProject,
     Interpolator,
     load_compose,
     manifest_data,
     stack_from_compose,
 )
-from fixtures.model import ManifestError
-from fixtures.target import Target, default_host, engine_host
+from bizosaas_acceptance.model.manifest import ManifestError
+from bizosaas_acceptance.model.target import Target, default_host, engine_host
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "selftest" / "data" / "compose"
@@ -66,7 +66,7 @@ def test_corpus_loads_as_a_stack(files: list[str]) -> None:
 
 def test_reference_compose_file_matches_the_default_manifest() -> None:
     """sandbox/compose.yaml derives the same containers, ports, paths and limits."""
-    from fixtures.model import load_manifest
+    from bizosaas_acceptance.model.manifest import load_manifest
 
     derived = stack_from_compose([str(ROOT / "sandbox" / "compose.yaml")])
     manifest = load_manifest()
@@ -211,7 +211,7 @@ def test_overlay_adds_what_compose_cannot_say() -> None:
 
 
 def test_default_environments_for_compose_stacks() -> None:
-    from fixtures.model import apply_environment
+    from bizosaas_acceptance.model.manifest import apply_environment
 
     stack = stack_from_compose(corpus("quirks.yaml"))
     _, prod = apply_environment(stack, "production")

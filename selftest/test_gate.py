@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from acceptance.gate import Check, decide, format_rate, message_category
+from bizosaas_acceptance.gate import Check, decide, format_rate
 
 # In-process runs import the plugin the outer run already imported (no rewrite
 # warning wanted); pytest-benchmark, if installed, only adds noise here.
-PLUGIN = ("-p", "acceptance.plugin", "-p", "no:benchmark",
+PLUGIN = ("-p", "bizosaas_acceptance.plugin", "-p", "no:benchmark",
           "-W", "ignore::pytest.PytestAssertRewriteWarning")
 
 
@@ -29,7 +29,8 @@ def _checks(passed: int, failed: int = 0, *, critical_failed: int = 0) -> list[C
         (95, 20, 0, "PASS"),
         (94.9, 19, 1, "PASS"),
         (0, 0, 1, "FAIL"),  # 0% is not above 0
-        (100, 20, 0, "FAIL"),  # nothing is above 100
+        (100, 20, 0, "PASS"),  # 100 means every check passes
+        (100, 19, 1, "FAIL"),
     ],
 )
 def test_decide_threshold_is_strict(threshold, passed, failed, expected):
@@ -57,14 +58,6 @@ def test_rate_formatting_never_hides_a_difference():
     assert format_rate(95.0, 95.0) == "95.0%"
     assert format_rate(95.04, 95.0) == "95.04%"
     assert format_rate(100.0) == "100.0%"
-
-
-def test_message_category():
-    assert message_category("boom\ncause: database unreachable — run docker logs") == (
-        "database unreachable"
-    )
-    assert message_category("  cause: slow response") == "slow response"
-    assert message_category("no cause here") is None
 
 
 # -- real runs: counting --------------------------------------------------------------
@@ -111,7 +104,7 @@ def test_setup_and_teardown_errors_count_as_failures(pytester, make_suite, gate_
     assert (data["passed"], data["failed"], data["errors"], data["total"]) == (18, 0, 2, 20)
     errors = {c["nodeid"]: c for c in data["checks"] if c["outcome"] == "error"}
     setup = errors["test_suite.py::test_setup_error[0]"]
-    assert setup["message"].startswith("ConnectionError: cannot connect")
+    assert setup["message"].startswith("Failed: cannot connect")
     assert setup["category"] == "database unreachable"
     assert "cleanup failed" in errors["test_suite.py::test_teardown_error[0]"]["message"]
 
@@ -272,17 +265,121 @@ def test_collect_only_is_left_alone(pytester, make_suite):
     assert "bizosaas gate:" not in result.stdout.str()
 
 
-def test_interrupted_run_keeps_its_status_and_records_fail(pytester, make_suite, gate_json):
-    make_suite(passed=3)
-    pytester.makepyfile(test_zbroken="import nonexistent_module_xyz\n")
-    result = pytester.runpytest(*PLUGIN)
-    assert result.ret == pytest.ExitCode.INTERRUPTED  # collection error: pytest's own 2
+# -- reconciliation: the gate accounts for every check it expected (issue 11 §1) ----------
+
+
+BROKEN_API = "import nonexistent_module_xyz\n"
+
+
+@pytest.mark.parametrize("xdist", [(), ("-n", "2")], ids=["n0", "n2"])
+@pytest.mark.parametrize("cont", [(), ("--continue-on-collection-errors",)],
+                         ids=["stop", "continue"])
+def test_a_module_that_fails_to_import_fails_the_gate(pytester, make_suite, gate_json,
+                                                      xdist, cont):
+    """Was: PASS 99.6% (487 passed, 0 failed, 2 errors), exit 0, 206 checks vanished."""
+    make_suite("test_health", suite="health", passed=300)
+    pytester.makepyfile(test_api=BROKEN_API)
+    result = pytester.runpytest_subprocess(*PLUGIN, *xdist, *cont)
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(["bizosaas gate: FAIL *suite api did not load: "
+                                 "ModuleNotFoundError: No module named 'nonexistent_module_xyz'*"])
+    data = gate_json()
+    assert data["verdict"] == "FAIL" and data["exit_status"] == 1
+    assert data["load_errors"] == ["test_api.py"]
+    broken = next(c for c in data["checks"] if c["nodeid"] == "test_api.py")
+    assert (broken["outcome"], broken["suite"], broken["category"]) == (
+        "error", "api", "Suite Did Not Load")
+    assert any(r.startswith("suite api did not load") for r in data["reasons"])
+    # Every expected check is accounted for: run, or counted as not run.
+    assert data["passed"] + data["not_run"] == 300
+    assert data["not_run"] == (300 if not cont and not xdist else 0)
+
+
+def test_a_broken_module_beside_the_others_fails_the_gate(pytester, make_suite, gate_json):
+    make_suite("test_health", suite="health", passed=50)
+    make_suite("test_logs", suite="logs", passed=50)
+    pytester.makepyfile(test_extra="raise RuntimeError('half-written module')\n")
+    result = pytester.runpytest_subprocess(*PLUGIN, "-n", "2")
+    assert result.ret == 1
     data = gate_json()
     assert data["verdict"] == "FAIL"
-    assert data["exit_status"] == 2
-    assert any(r.startswith("run incomplete: interrupted") for r in data["reasons"])
-    assert data["checks"][0]["nodeid"] == "test_zbroken.py"
-    assert data["checks"][0]["outcome"] == "error"
+    assert "module test_extra.py did not load: RuntimeError: half-written module" in (
+        "\n".join(data["reasons"]))
+
+
+@pytest.mark.parametrize("stop", [("-x",), ("--maxfail=1",)], ids=["x", "maxfail"])
+@pytest.mark.parametrize("xdist", [(), ("-n", "2")], ids=["n0", "n2"])
+def test_checks_that_never_reported_are_not_run(pytester, gate_json, stop, xdist):
+    pytester.makepyfile(
+        """
+        import pytest
+        pytestmark = pytest.mark.health
+        def test_a_first_failure():
+            assert 0, "broken"
+        @pytest.mark.parametrize("i", range(30))
+        def test_passed(i):
+            pass
+        """
+    )
+    result = pytester.runpytest_subprocess(*PLUGIN, *stop, *xdist, "-p", "no:randomly")
+    assert result.ret == 1
+    data = gate_json()
+    assert data["verdict"] == "FAIL"
+    assert data["total"] == 31, data  # every collected check counted once
+    assert data["passed"] + data["failed"] + data["not_run"] == 31
+    not_run = [c for c in data["checks"] if c["outcome"] == "not_run"]
+    assert len(not_run) == data["not_run"]
+    if not xdist:
+        assert not_run, "with -x and no xdist, the checks after the failure never ran"
+    for c in not_run:
+        assert c["message"].startswith("not run: the run ended before this check reported")
+        assert c["category"] == "Not Run"
+
+
+def test_a_crashed_worker_fails_the_gate(pytester, gate_json):
+    pytester.makepyfile(
+        """
+        import os, pytest
+        @pytest.mark.health
+        @pytest.mark.parametrize("i", range(20))
+        def test_ok(i):
+            pass
+        @pytest.mark.health
+        def test_crash():
+            os._exit(1)
+        """
+    )
+    result = pytester.runpytest_subprocess(*PLUGIN, "-n", "2", "--max-worker-restart=0")
+    assert result.ret == 1
+    data = gate_json()
+    assert data["verdict"] == "FAIL"
+    assert data["total"] == 21, data
+    assert any("worker" in r and "crashed" in r for r in data["reasons"]), data["reasons"]
+
+
+def test_interrupted_run_fails_with_exit_1_and_records_fail(pytester, make_suite, gate_json):
+    make_suite(passed=3)
+    pytester.makepyfile(test_zbroken=BROKEN_API)
+    result = pytester.runpytest(*PLUGIN)
+    # pytest would say 2 (interrupted by the collection error); the gate owns it: FAIL, 1.
+    assert result.ret == 1
+    data = gate_json()
+    assert data["verdict"] == "FAIL"
+    assert data["exit_status"] == 1
+    assert data["not_run"] == 3
+    broken = next(c for c in data["checks"] if c["nodeid"] == "test_zbroken.py")
+    assert broken["outcome"] == "error"
+    unrun = next(c for c in data["checks"] if c["outcome"] == "not_run")
+    assert "--continue-on-collection-errors" in unrun["message"]
+
+
+def test_threshold_100_means_every_check_passes(pytester, make_suite):
+    make_suite(passed=20)
+    result = pytester.runpytest(*PLUGIN, "--gate-threshold=100")
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(["bizosaas gate: PASS  pass rate 100.0% == 100.0%*"])
+    make_suite(passed=19, failed=1)
+    assert pytester.runpytest(*PLUGIN, "--gate-threshold=100").ret == 1
 
 
 def test_stopped_early_cannot_pass(pytester, make_suite):

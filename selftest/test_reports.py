@@ -10,14 +10,14 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-PLUGIN = ("-p", "acceptance.plugin", "-p", "no:benchmark",
+PLUGIN = ("-p", "bizosaas_acceptance.plugin", "-p", "no:benchmark",
           "-W", "ignore::pytest.PytestAssertRewriteWarning")
 
 GATE_FIELDS = {
     "run_id", "started", "finished", "duration_s", "exit_status", "verdict", "pass_rate",
     "threshold", "critical_enforced", "passed", "failed", "errors", "skipped", "xfailed",
     "xpassed", "total", "critical_failures", "reasons", "per_suite", "per_service", "matrix",
-    "checks",
+    "checks", "stack", "target", "not_run", "load_errors",
 }
 CHECK_FIELDS = {"nodeid", "suite", "service", "critical", "outcome", "duration", "message",
                 "category"}

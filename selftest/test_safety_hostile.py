@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from fixtures.http import MAX_BODY, HttpProbe
+from bizosaas_acceptance.probes.http import MAX_BODY, HttpProbe
 from selftest.hostile import (
     HostileHttp,
     Route,

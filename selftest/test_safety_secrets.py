@@ -171,7 +171,7 @@ def test_canaries_in_test_code_never_leak(pytester: pytest.Pytester,
     monkeypatch.setenv("BIZOSAAS_CONNECT_TIMEOUT", "1")
     pytester.makepyfile(test_leaky=textwrap.dedent(TEST_CODE))
     result = pytester.runpytest_subprocess(
-        "-p", "acceptance.plugin", "-p", "fixtures.stack", "-p", "fixtures.clients",
+        "-p", "bizosaas_acceptance.plugin", "-p", "fixtures.stack", "-p", "fixtures.clients",
         "-p", "no:cacheprovider", "-l", "-rA", "--html=out/report.html",
         "--junitxml=out/junit.xml", "--gate-json=out/gate.json", "-o", "log_level=INFO",
         timeout=120)

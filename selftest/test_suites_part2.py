@@ -121,7 +121,7 @@ def test_error_line_trips_logs_and_secrets_stay_masked(tmp_path: Path) -> None:
     vault = next(c for c in failed if c["service"] == "vault")
     assert "Root Token: ***" in vault["message"], vault
     assert "Unseal Key: ***" in vault["message"], vault
-    from acceptance.options import BY_NAME
+    from bizosaas_acceptance.options import BY_NAME
 
     leaked = [s for s in (BY_NAME["vault_token"].default, _unseal_key()) if s]
     everything = json.dumps(run.gate) + (run.reports / "report.html").read_text() + \
@@ -247,7 +247,7 @@ def test_failed_flow_still_removes_its_records(tmp_path: Path) -> None:
 def _api_token() -> str:
     import hvac
 
-    from acceptance.options import BY_NAME
+    from bizosaas_acceptance.options import BY_NAME
 
     # The reference stack's token: the suite's own default for --vault-token.
     client = hvac.Client(url="http://127.0.0.1:8200", token=BY_NAME["vault_token"].default,

@@ -19,19 +19,20 @@ from typing import Any
 
 import pytest
 
-from fixtures.api import (
-    ApiCaller,
-    Endpoint,
-    ResolveError,
-    ServiceApi,
+from bizosaas_acceptance.model.api import Endpoint, ServiceApi
+from bizosaas_acceptance.model.manifest import Stack
+from bizosaas_acceptance.model.target import Target
+from bizosaas_acceptance.outcome import (
+    Cause,
+    check,
     curl_cmd,
+    fail,
+    logs_cmd,
+    require_answer,
     status_cause,
-    transport_cause,
 )
-from fixtures.diagnose import Cause, check, fail, logs_cmd
-from fixtures.http import Reply
-from fixtures.model import Stack
-from fixtures.target import Target
+from bizosaas_acceptance.probes.api import ApiCaller, ResolveError
+from bizosaas_acceptance.probes.http import Reply
 
 pytestmark = [pytest.mark.api]
 
@@ -58,11 +59,8 @@ def _answer(api: ApiCaller, endpoint: Endpoint, stack: Stack) -> Reply:
              seen=str(exc), cause=Cause.CONFIG,
              why="the listing an id comes from does not answer as documented",
              next_cmd=[f"curl -si {api.url(endpoint.service, '/')}", logs_cmd(container)])
-    if not reply.ok:
-        cause, why = transport_cause(reply)
-        fail(f"[CONNECT] {endpoint.service}: {endpoint.method} {reply.url}",
-             expected="an HTTP answer", seen=reply.error or "?", cause=cause, why=why,
-             next_cmd=[f"docker port {container}", logs_cmd(container)])
+    require_answer(reply, f"{endpoint.service}: {endpoint.method} {reply.url}",
+                   next_cmd=[f"docker port {container}", logs_cmd(container)])
     return reply
 
 
@@ -134,10 +132,8 @@ def _error_check(api: ApiCaller, sapi: ServiceApi, stack: Stack, reply: Reply, s
                  schema: dict[str, Any], what: str, body: Any = None) -> None:
     __tracebackhide__ = True
     container = stack.services[sapi.key].container
-    if not reply.ok:
-        cause, why = transport_cause(reply)
-        fail(f"[CONNECT] {sapi.key}: {reply.method} {reply.url}", expected="an HTTP answer",
-             seen=reply.error or "?", cause=cause, why=why, next_cmd=logs_cmd(container))
+    require_answer(reply, f"{sapi.key}: {reply.method} {reply.url}",
+                   next_cmd=logs_cmd(container))
     nxt = [curl_cmd(reply.method, reply.url, body, reply.method != "GET"), logs_cmd(container)]
     check(reply.status == status, f"[STATUS] ({reply.status}) == {status}: {sapi.key} "
           f"{what} {reply.method} {reply.url}", expected=f"HTTP {status} for {what}",
@@ -190,11 +186,8 @@ def _origin_get(api: ApiCaller, sapi: ServiceApi, origin: str, stack: Stack) -> 
     ep = _probe_endpoint(sapi)
     reply = api.http.request("GET", api.url(sapi.key, ep.path),
                              headers=api.headers(extra={"Origin": origin}))
-    if not reply.ok:
-        cause, why = transport_cause(reply)
-        fail(f"[CONNECT] {sapi.key}: GET {reply.url}", expected="an HTTP answer",
-             seen=reply.error or "?", cause=cause, why=why,
-             next_cmd=logs_cmd(stack.services[sapi.key].container))
+    require_answer(reply, f"{sapi.key}: GET {reply.url}",
+                   next_cmd=logs_cmd(stack.services[sapi.key].container))
     return reply
 
 
@@ -290,11 +283,8 @@ def _auth_check(endpoint: Endpoint, api: ApiCaller, stack: Stack, token: str | N
     # An empty body: if authentication were off, validation still refuses to write.
     reply = api.http.request(endpoint.method, url, headers=headers, json_body={})
     what = "without a token" if token is None else "with a wrong token"
-    if not reply.ok:
-        cause, why = transport_cause(reply)
-        fail(f"[CONNECT] {endpoint.service}: {endpoint.method} {url}", expected="an HTTP answer",
-             seen=reply.error or "?", cause=cause, why=why,
-             next_cmd=logs_cmd(stack.services[endpoint.service].container))
+    require_answer(reply, f"{endpoint.service}: {endpoint.method} {url}",
+                   next_cmd=logs_cmd(stack.services[endpoint.service].container))
     try:
         problems = api.spec.problems({"$ref": "#/schemas/error"}, reply.json())
     except ValueError:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from fixtures.diagnose import Cause, check, health_cmd, logs_cmd
-from fixtures.model import PLACEHOLDER, Service, Stack
+from bizosaas_acceptance.model.manifest import PLACEHOLDER, Service, Stack
+from bizosaas_acceptance.outcome import Cause, check, health_cmd, logs_cmd
 
 pytestmark = [pytest.mark.containers]
 

@@ -14,21 +14,19 @@ from typing import Any
 
 import pytest
 
-from fixtures.api import ApiCaller, Endpoint, ResolveError, ServiceApi, curl_cmd, transport_cause
-from fixtures.diagnose import Cause, check, fail, logs_cmd
-from fixtures.http import Reply
-from fixtures.model import Service, Stack
+from bizosaas_acceptance.model.api import Endpoint, ServiceApi
+from bizosaas_acceptance.model.manifest import Service, Stack
+from bizosaas_acceptance.outcome import Cause, check, curl_cmd, fail, logs_cmd, require_answer
+from bizosaas_acceptance.probes.api import ApiCaller, ResolveError
+from bizosaas_acceptance.probes.http import Reply
 
 pytestmark = [pytest.mark.endpoints]
 
 
 def _reached(reply: Reply, svc: Service, what: str) -> None:
     __tracebackhide__ = True
-    if not reply.ok:
-        cause, why = transport_cause(reply)
-        fail(f"[CONNECT] {svc.key}: {what}", expected="an HTTP answer", seen=reply.error or "?",
-             cause=cause, why=why, next_cmd=[f"docker port {svc.container}",
-                                             logs_cmd(svc.container)])
+    require_answer(reply, f"{svc.key}: {what}",
+                   next_cmd=[f"docker port {svc.container}", logs_cmd(svc.container)])
 
 
 def test_route_answers(route: Endpoint, api: ApiCaller, stack: Stack) -> None:

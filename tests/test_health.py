@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from fixtures.diagnose import Cause, check, fail, logs_cmd
-from fixtures.http import Reply
-from fixtures.model import Service, Stack
-from fixtures.target import Target
+from bizosaas_acceptance.model.manifest import Service, Stack
+from bizosaas_acceptance.model.target import Target
+from bizosaas_acceptance.outcome import Cause, check, fail, logs_cmd, require_answer
+from bizosaas_acceptance.probes.http import Reply
 
 pytestmark = [pytest.mark.health]
 
@@ -32,13 +32,12 @@ def _get(http, target: Target, svc: Service) -> Reply:
     __tracebackhide__ = True
     url = target.url(svc, svc.health_path or "/")
     reply = http.get(url)
-    if not reply.ok:
-        fail(f"[CONNECT] {svc.key}: GET {url}", expected="an HTTP answer",
-             seen=reply.error or "?",
-             cause=Cause.PORTS if "refused" in (reply.error or "") else Cause.HEALTH,
-             why="nothing listens on the published port" if "refused" in (reply.error or "")
-             else "the service does not answer in time",
-             next_cmd=[f"docker port {svc.container}", logs_cmd(svc.container)])
+    refused = "refused" in (reply.error or "")
+    require_answer(reply, f"{svc.key}: GET {url}",
+                   cause=Cause.PORTS if refused else Cause.HEALTH,
+                   why="nothing listens on the published port" if refused
+                   else "the service does not answer in time",
+                   next_cmd=[f"docker port {svc.container}", logs_cmd(svc.container)])
     return reply
 
 
@@ -172,9 +171,8 @@ def test_health_no_redirect_without_slash(slash_health_service: Service, http,
     path = http_service.health_path or "/"
     url = target.url(http_service, path.rstrip("/"))
     reply = http.get(url)
-    if not reply.ok:
-        fail(f"[CONNECT] {http_service.key}: GET {url}", expected="an HTTP answer",
-             seen=reply.error or "?", cause=Cause.HEALTH, next_cmd=f"curl -si {url}")
+    require_answer(reply, f"{http_service.key}: GET {url}", cause=Cause.HEALTH,
+                   next_cmd=f"curl -si {url}")
     location = reply.headers.get("location", "")
     check(reply.status == 200 or location.endswith(path),
           f"[REDIRECT] {http_service.key}: {path.rstrip('/')} -> {location or reply.status}",

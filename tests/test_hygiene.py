@@ -14,16 +14,16 @@ from typing import Any
 
 import pytest
 
-from acceptance.plugin import SETTINGS
-from fixtures.compose import (
+from bizosaas_acceptance.model.compose import (
     ComposeProject,
     ComposeService,
     PortBinding,
     is_reference,
     load_compose,
 )
-from fixtures.diagnose import Cause, check
-from fixtures.model import ManifestError
+from bizosaas_acceptance.model.manifest import ManifestError
+from bizosaas_acceptance.outcome import Cause, check
+from bizosaas_acceptance.state import SETTINGS
 
 pytestmark = [pytest.mark.hygiene]
 
@@ -68,7 +68,7 @@ def _from_config(config: pytest.Config) -> ComposeProject | None:
 
 
 def _critical(config: pytest.Config, key: str) -> bool:
-    from fixtures.stack import STACK
+    from bizosaas_acceptance.state import STACK
 
     svc = config.stash[STACK].services.get(key)
     return bool(svc and svc.critical)

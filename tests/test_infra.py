@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from fixtures.diagnose import Cause, check, fail, logs_cmd, short
-from fixtures.model import PLACEHOLDER, Service, Stack
-from fixtures.target import Target
+from bizosaas_acceptance.model.manifest import PLACEHOLDER, Service, Stack
+from bizosaas_acceptance.model.target import Target
+from bizosaas_acceptance.outcome import Cause, check, fail, logs_cmd, short
 
 pytestmark = [pytest.mark.infra]
 
@@ -152,7 +152,7 @@ def test_vault_service_secrets(secret_ref: tuple[Service, str], stack: Stack,
              why="secret not written, wrong path, or the token lacks read access",
              next_cmd=f"bao kv get -mount={mount} {path}")
     value = data.get(name)
-    from fixtures.secrets import MASKER
+    from bizosaas_acceptance.secrets import MASKER
 
     MASKER.add(value if isinstance(value, str) else None)
     ok = isinstance(value, str) and value.strip() and not PLACEHOLDER.match(value.strip())
@@ -201,7 +201,7 @@ def test_temporal_workflow_round_trip(temporal_service: Service, temporal: Any, 
     """A real workflow: started here, run by an in-process worker on a queue of this run."""
     from temporalio.worker import Worker
 
-    from fixtures.temporal_probe import ProbeWorkflow, echo
+    from bizosaas_acceptance.probes.temporal_workflow import ProbeWorkflow, echo
 
     queue = f"bizosaas-acceptance-{run_id}-{uuid.uuid4().hex[:6]}"
     wf_id = f"bizosaas-acceptance-{run_id}-{uuid.uuid4().hex[:8]}"

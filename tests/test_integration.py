@@ -34,21 +34,22 @@ from typing import Any
 
 import pytest
 
-from fixtures.api import (
-    TAG_PREFIX,
-    ApiCaller,
-    ServiceApi,
+from bizosaas_acceptance.model.api import TAG_PREFIX, ServiceApi
+from bizosaas_acceptance.model.manifest import Stack
+from bizosaas_acceptance.model.target import Target
+from bizosaas_acceptance.outcome import (
+    Cause,
+    check,
     curl_cmd,
-    finished_runs,
-    run_tag,
+    fail,
+    logs_cmd,
     status_cause,
     transport_cause,
 )
-from fixtures.diagnose import Cause, check, fail, logs_cmd
-from fixtures.http import Reply
-from fixtures.model import Stack
-from fixtures.snapshot import shared
-from fixtures.target import Target
+from bizosaas_acceptance.probes.api import ApiCaller, run_tag
+from bizosaas_acceptance.probes.http import Reply
+from bizosaas_acceptance.probes.records import finished_runs
+from bizosaas_acceptance.probes.snapshot import shared
 
 pytestmark = [pytest.mark.integration]
 

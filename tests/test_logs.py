@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
-from fixtures.diagnose import Cause, check, fail
-from fixtures.model import Service, Stack
-from fixtures.secrets import MASKER
-from fixtures.snapshot import shared
+from bizosaas_acceptance.model.manifest import Service, Stack
+from bizosaas_acceptance.outcome import Cause, check, fail
+from bizosaas_acceptance.probes.snapshot import shared
+from bizosaas_acceptance.secrets import MASKER
 
 pytestmark = [pytest.mark.logs]
 

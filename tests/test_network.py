@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from fixtures.diagnose import Cause, check, fail, logs_cmd
-from fixtures.model import Service, Stack
-from fixtures.target import Target
+from bizosaas_acceptance.model.manifest import Service, Stack
+from bizosaas_acceptance.model.target import Target
+from bizosaas_acceptance.outcome import Cause, check, fail, logs_cmd
 
 pytestmark = [pytest.mark.network]
 

@@ -47,11 +47,12 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from acceptance.plugin import SETTINGS
-from fixtures.api import ApiCaller, Endpoint, ResolveError, ServiceApi, transport_cause
-from fixtures.diagnose import Cause, check, fail, logs_cmd
-from fixtures.http import Reply
-from fixtures.model import Stack
+from bizosaas_acceptance.model.api import Endpoint, ServiceApi
+from bizosaas_acceptance.model.manifest import Stack
+from bizosaas_acceptance.outcome import Cause, check, fail, logs_cmd, transport_cause
+from bizosaas_acceptance.probes.api import ApiCaller, ResolveError
+from bizosaas_acceptance.probes.http import Reply
+from bizosaas_acceptance.state import SETTINGS
 
 pytestmark = [pytest.mark.performance]
 

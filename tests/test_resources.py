@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from fixtures.diagnose import Cause, check, fail
-from fixtures.model import Service, Stack, parse_size
+from bizosaas_acceptance.model.manifest import Service, Stack, parse_size
+from bizosaas_acceptance.outcome import Cause, check, fail
 
 pytestmark = [pytest.mark.resources]
 

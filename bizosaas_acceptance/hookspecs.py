@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from acceptance.gate import Verdict
+    from bizosaas_acceptance.gate import Verdict
 
 hookspec = pytest.hookspec
 
@@ -21,7 +21,7 @@ hookspec = pytest.hookspec
 def pytest_bizosaas_verdict(config: pytest.Config, verdict: Verdict) -> None:
     """Called once, when the gate's verdict is final.
 
-    ``verdict`` is the same frozen :class:`acceptance.gate.Verdict` that decided
+    ``verdict`` is the same frozen :class:`bizosaas_acceptance.gate.Verdict` that decided
     the exit status, the terminal line, the HTML summary and gate.json. The
     exit status has already been set on the session when this is called.
     """

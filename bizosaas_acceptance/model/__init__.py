@@ -1,0 +1,1 @@
+"""What the target should be: manifest, compose import, API description, target."""

@@ -1,0 +1,186 @@
+"""The pytest plugin (entry point ``pytest11``): options, markers and hook wiring.
+
+Thin by design: every hook hands over to the module that owns the work.
+
+- :mod:`.options` declares and resolves every setting;
+- :mod:`.model` loads what should be there (manifest, compose files, API);
+- :mod:`.params` parametrizes checks from it; :mod:`.labels` labels them;
+- :mod:`.reports` masks every report and carries the cause as data;
+- :mod:`.controller` (controller only) counts with :mod:`.gate` and renders
+  with :mod:`.render`.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from bizosaas_acceptance import hookspecs, options
+from bizosaas_acceptance.labels import MARKERS, label
+from bizosaas_acceptance.model.api import load_api
+from bizosaas_acceptance.model.manifest import (
+    ManifestError,
+    Stack,
+    apply_environment,
+    load_manifest,
+)
+from bizosaas_acceptance.model.target import Target
+from bizosaas_acceptance.params import parametrize
+from bizosaas_acceptance.probes import records
+from bizosaas_acceptance.render.terminal import header_lines
+from bizosaas_acceptance.reports import finish_report
+from bizosaas_acceptance.secrets import MASKER, mask_report
+from bizosaas_acceptance.state import RUN_ID, SETTINGS, STACK, TARGET
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    options.addoption(parser)
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    pluginmanager.add_hookspecs(hookspecs)
+
+
+def _load_stack(settings: dict[str, Any]) -> tuple[Stack, dict[str, Any]]:
+    compose = settings.get("compose") or []
+    if compose:
+        from bizosaas_acceptance.model.compose import stack_from_compose
+
+        stack = stack_from_compose(compose, overlay=settings.get("stack"))
+    else:
+        stack = load_manifest(settings.get("stack"))
+    return apply_environment(stack, settings.get("environment"))
+
+
+def _is_controller(config: pytest.Config) -> bool:
+    return not hasattr(config, "workerinput")
+
+
+def _runs_checks(config: pytest.Config) -> bool:
+    opt = config.option
+    return not any(getattr(opt, name, False) for name in (
+        "collectonly", "help", "markers", "showfixtures", "version"))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    for name, text in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {text}")
+    settings = options.resolve_all(config)
+    # Whether --target-host was given at all: an explicit host beats the
+    # environment section's and the remote Docker engine's (model/target.py).
+    settings["_target_host_default"] = (
+        options.lookup(config, options.BY_NAME["target_host"])[1] == "default")
+    config.stash[SETTINGS] = settings
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None and "bizosaas_run_id" in workerinput:
+        run_id = workerinput["bizosaas_run_id"]
+    else:
+        run_id = settings["run_id"] or time.strftime("%Y%m%d%H%M%S") + "-" + secrets.token_hex(3)
+    config.stash[RUN_ID] = run_id
+
+    try:
+        stack, section = _load_stack(settings)
+        load_api(stack)  # a bad API description is a usage error too, before any check
+    except ManifestError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    config.stash[STACK] = stack
+    target = Target.from_settings(settings, stack, section)
+    config.stash[TARGET] = target
+    MASKER.add(target.postgres_password, target.redis_password, target.vault_token,
+               target.api_token)
+
+    if _is_controller(config):
+        # Counting and deciding happen on the controller only; xdist re-fires
+        # every worker's reports there.
+        from bizosaas_acceptance.controller import GatePlugin
+
+        config.pluginmanager.register(GatePlugin(config), "bizosaas-gate")
+
+
+@pytest.hookimpl(trylast=True, specname="pytest_configure")
+def pytest_configure_snapshot(config: pytest.Config) -> None:
+    """The controller takes the run's Docker snapshot while collection and workers start."""
+    if not (_is_controller(config) and _runs_checks(config)):
+        return
+    from bizosaas_acceptance.probes.docker import prefetch_snapshot
+
+    threading.Thread(target=prefetch_snapshot, daemon=True, name="bizosaas-snapshot",
+                     args=(config.stash[RUN_ID], config.stash[STACK], config.stash[TARGET]),
+                     ).start()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """xdist: hand the controller's run id to every worker."""
+    node.workerinput["bizosaas_run_id"] = node.config.stash[RUN_ID]
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    return header_lines(config.stash[STACK], config.stash[TARGET])
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    parametrize(metafunc, metafunc.config.stash[STACK])
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    _drop_hygiene_without_compose(config, items)
+    for item in items:
+        label(item)
+
+
+def _drop_hygiene_without_compose(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Hygiene checks judge compose files: without --compose they do not exist."""
+    if config.stash[SETTINGS].get("compose"):
+        return
+    dropped = [i for i in items if i.get_closest_marker("hygiene")]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [i for i in items if not i.get_closest_marker("hygiene")]
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
+    """Cause as data, then mask everything the report carries, before anyone sees it.
+
+    Outermost wrapper (tryfirst), so what other plugins add to the report
+    (pytest-html extras, properties) is masked too. Under xdist this runs in
+    the worker, so only masked reports travel to the controller.
+    """
+    outcome = yield
+    finish_report(item, call, outcome.get_result())
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Mask again where reports are consumed (idempotent).
+
+    pytest-html may wrap makereport outside of us (plugin order decides) and
+    writes extras to its assets from here; a plugin loaded with ``-p`` or a
+    report arriving from an xdist worker goes through this too, before the
+    JUnit, HTML and gate plugins read it.
+    """
+    mask_report(report)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Mark this run finished, so the next run's sweep may remove what it left."""
+    config = session.config
+    if _is_controller(config) and config.stash.get(RUN_ID, None):
+        records.mark_finished(config.stash[RUN_ID])
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The controller removes the run's shared snapshot files."""
+    if not _is_controller(config) or RUN_ID not in config.stash:
+        return
+    import shutil
+
+    from bizosaas_acceptance.probes.snapshot import shared_dir
+
+    shutil.rmtree(shared_dir(config.stash[RUN_ID]), ignore_errors=True)

@@ -1,0 +1,1 @@
+"""How we look at the target; every call bounded by a deadline."""
