@@ -1,0 +1,1 @@
+"""The BizOSaaS acceptance plugin: options, gate and reports."""
