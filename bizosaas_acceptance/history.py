@@ -159,7 +159,7 @@ def prune(
 ) -> list[Path]:
     """Delete the oldest entries until both bounds hold; returns the deleted paths."""
     files = entries(history_dir)
-    sizes = {}
+    sizes: dict[Path, int] = {}
     for p in files:
         try:
             sizes[p] = p.stat().st_size
