@@ -115,13 +115,26 @@ def entry_name(doc: Mapping[str, Any]) -> str:
 
 
 def entries(history_dir: Path | str) -> list[Path]:
-    """The archived documents, oldest first (files not named by us are left alone)."""
+    """The archived documents, oldest first (files not named by us are left alone).
+
+    Ordered by the time in the name (when the run finished, to the second),
+    then by when the file was written, so runs finishing in the same second
+    keep their order.
+    """
     root = Path(history_dir)
     try:
         names = [p for p in root.iterdir() if _NAME.match(p.name) and p.is_file()]
     except (FileNotFoundError, NotADirectoryError):
         return []
-    return sorted(names, key=lambda p: p.name)
+
+    def key(p: Path) -> tuple[str, int, str]:
+        try:
+            written = p.stat().st_mtime_ns
+        except FileNotFoundError:  # pruned by a concurrent run
+            written = 0
+        return (p.name[:16], written, p.name)
+
+    return sorted(names, key=key)
 
 
 def archive(
@@ -438,8 +451,11 @@ def render_html(changes: Mapping[str, Any]) -> str:
         if name in ("new_checks", "removed_checks") and not n:
             continue
         zero = " bz-chip-zero" if not n else ""
+        label = _TITLES[name].lower()
+        if n == 1 and label.endswith("s"):
+            label = label[:-1]  # "1 new failure", "1 new check"
         chips.append(f"<span class='bz-chip bz-chip-{name}{zero}' data-list='{name}' "
-                     f"data-count='{n}'>{n} {escape(_TITLES[name].lower())}</span>")
+                     f"data-count='{n}'>{n} {escape(label)}</span>")
     sections = []
     for name in LISTS:
         ids = list(changes.get(name) or [])

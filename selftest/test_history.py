@@ -202,6 +202,15 @@ def test_archive_round_trip_and_sortable_names(tmp_path: Path) -> None:
     assert not list(hist.glob("*.tmp"))
 
 
+def test_runs_finishing_in_the_same_second_keep_their_order(tmp_path: Path) -> None:
+    hist = tmp_path / "history"
+    # Run ids whose names sort the wrong way round: the time written decides.
+    history.archive(doc("zzz-first", 1, {X: "passed"}), hist)
+    second = history.archive(doc("aaa-second", 1, {X: "failed"}), hist)
+    assert history.entries(hist)[-1] == second
+    assert history.previous(hist, stack=STACK, target=TARGET)["run_id"] == "aaa-second"
+
+
 def test_run_id_cannot_escape_the_history_dir(tmp_path: Path) -> None:
     hist = tmp_path / "history"
     path = history.archive(doc("../../etc/passwd x", 1, {}), hist)
@@ -386,7 +395,7 @@ def test_render_html_escapes_and_uses_only_bz_classes() -> None:
     assert classes and all(c.startswith("bz-") for c in classes), classes
     css_classes = set(re.findall(r"\.([A-Za-z][\w-]*)", html.split("</style>")[0]))
     assert all(c.startswith("bz-") for c in css_classes), css_classes
-    assert "data-list='new_failures' data-count='1'" in html
+    assert "data-list='new_failures' data-count='1'>1 new failure<" in html
     assert "data-list='fixed' data-count='1'" in html
     assert "data-list='new_checks' data-count='1'" in html
     assert "removed_checks" not in html  # empty optional lists are left out
