@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from bizosaas_acceptance import history
 from bizosaas_acceptance.gate import Summary, Tally, decide, summarize
 from bizosaas_acceptance.labels import item_labels
 from bizosaas_acceptance.render import html as html_render
@@ -69,6 +70,19 @@ class GatePlugin:
         self.json_written = False
         self._summary: Summary | None = None
         self._crashed: list[str] = []
+        # Run history: archived beside gate.json; compared with the previous run
+        # against the same stack and target, or with --baseline.
+        self.history_dir = self.json_path.parent / "history"
+        self.history_runs: int = int(settings["history_runs"])
+        self.baseline_raw: str | None = settings.get("baseline")
+        self.baseline: dict[str, Any] | None = None
+        if self.baseline_raw:
+            try:
+                self.baseline = history.load_baseline(self._resolve_path(self.baseline_raw))
+            except ValueError as exc:
+                raise pytest.UsageError(str(exc)) from None
+        self.changes: dict[str, Any] | None = None
+        self.history_error: str | None = None
 
     def _resolve_path(self, raw: str) -> Path:
         # Relative to where pytest was invoked, like --html and --junitxml.
@@ -97,13 +111,14 @@ class GatePlugin:
             return []
         unrun = [c for c in summary.checks if c.outcome == "not_run" or
                  c.nodeid in summary.verdict.load_errors]
+        blocks = [history.render_html(self.changes)] if self.changes is not None else []
         if not unrun:
-            return []
+            return blocks
         items = "".join(f"<li><code>{escape(c.nodeid)}</code>: {escape(c.message)}</li>"
                         for c in unrun[:_SHOWN_NOT_RUN])
         more = len(unrun) - _SHOWN_NOT_RUN
         tail = f"<li>… and {more} more (gate.json lists them all)</li>" if more > 0 else ""
-        return [f"<h3>Did not run</h3><ul id='bizosaas-not-run'>{items}{tail}</ul>"]
+        return [*blocks, f"<h3>Did not run</h3><ul id='bizosaas-not-run'>{items}{tail}</ul>"]
 
     # -- hooks ----------------------------------------------------------------------
 
@@ -164,7 +179,30 @@ class GatePlugin:
                          incomplete=incomplete)
         self._summary = summarize(verdict, self.tally.checks())
         self.config.stash[VERDICT] = verdict
+        self.changes = self._compare(self._summary)
         add_junit_properties(self.config, verdict, self.config.stash.get(RUN_ID, ""))
+
+    def _where(self) -> tuple[str, str]:
+        stack = self.config.stash.get(STACK, None)
+        target = self.config.stash.get(TARGET, None)
+        return (stack.name if stack is not None else "", target.host if target is not None else "")
+
+    def _compare(self, summary: Summary) -> dict[str, Any] | None:
+        """Changes since the baseline (--baseline) or the previous run on this stack+target."""
+        stack, target = self._where()
+        run_id = self.config.stash.get(RUN_ID, "")
+        current = {"run_id": run_id, "stack": stack, "target": target,
+                   "checks": [{"nodeid": c.nodeid, "outcome": c.outcome}
+                              for c in summary.checks]}
+        try:
+            recent = history.recent(self.history_dir, stack=stack, target=target,
+                                    exclude_run_id=run_id)
+        except OSError:
+            recent = []
+        if self.baseline is not None:
+            return history.compare(current, self.baseline, recent,
+                                   source=f"--baseline {self.baseline_raw}")
+        return history.compare(current, recent[0] if recent else None, recent)
 
     @pytest.hookimpl(trylast=True, specname="pytest_sessionfinish")
     def pytest_sessionfinish_exit_status(self, session: pytest.Session, exitstatus: int) -> None:
@@ -177,20 +215,22 @@ class GatePlugin:
             session.exitstatus = pytest.ExitCode.OK if verdict.ok else pytest.ExitCode.TESTS_FAILED
         self.exit_status = int(session.exitstatus)
         if exitstatus in _GATE_OWNS or len(self.tally):
-            stack = self.config.stash.get(STACK, None)
-            target = self.config.stash.get(TARGET, None)
+            stack, target = self._where()
             data = gate_document(
                 summary,
                 run_id=self.config.stash.get(RUN_ID, ""),
                 started=self.started, finished=_utc_now(),
                 duration_s=time.monotonic() - self._t0,
                 exit_status=self.exit_status,
-                stack=stack.name if stack is not None else "",
-                target=target.host if target is not None else "",
+                stack=stack, target=target, changes=self.changes,
             )
             self.config.hook.pytest_bizosaas_gate_json(config=self.config, data=data)
             write_json(self.json_path, data)
             self.json_written = True
+            try:
+                history.archive(data, self.history_dir, max_runs=self.history_runs)
+            except OSError as exc:
+                self.history_error = f"run history not archived in {self.history_dir}: {exc}"
         self.config.hook.pytest_bizosaas_verdict(config=self.config, verdict=verdict)
 
     @pytest.hookimpl(trylast=True)
@@ -207,6 +247,11 @@ class GatePlugin:
         summary = self._summary
         if summary is not None:
             verdict = summary.verdict
+            if self.changes is not None:
+                for line in history.summary_lines(self.changes):
+                    terminalreporter.write_line(line)
+            if self.history_error:
+                terminalreporter.write_line(self.history_error, yellow=True)
             terminalreporter.write_line(verdict_line(verdict), green=verdict.ok,
                                         red=not verdict.ok, bold=True)
         return result

@@ -149,6 +149,13 @@ OPTIONS: tuple[Option, ...] = (
            "whatever the pass rate.", _bool),
     Option("gate_json", "BIZOSAAS_GATE_JSON", "reports/gate.json",
            "Where to write the machine-readable verdict (JSON)."),
+    Option("baseline", "BIZOSAAS_BASELINE", None,
+           "Compare this run with the gate.json at this path (e.g. the last good "
+           "production run kept by CI) instead of the previous run against the same "
+           "stack and target in reports/history/."),
+    Option("history_runs", "BIZOSAAS_HISTORY_RUNS", "50",
+           "How many past runs reports/history/ keeps (older ones are pruned).",
+           _positive_int),
     Option("perf_samples", "BIZOSAAS_PERF_SAMPLES", "20",
            "Requests per endpoint in the performance suite.", _positive_int),
     Option("perf_concurrency", "BIZOSAAS_PERF_CONCURRENCY", "4",

@@ -406,3 +406,59 @@ def test_render_html_without_baseline() -> None:
     html = history.render_html(history.compare(doc("b", 2, {X: "failed"}), None))
     assert "no earlier run against this stack and target" in html
     assert "data-baseline=''" in html
+
+
+# -- wired into the plugin: three real runs ------------------------------------------------
+
+PLUGIN_ARGS = ("-p", "bizosaas_acceptance.plugin", "-p", "no:benchmark",
+               "-W", "ignore::pytest.PytestAssertRewriteWarning")
+
+
+def test_three_runs_healthy_fault_healed(pytester, monkeypatch, gate_json):
+    """History through the plugin: healthy, then a fault, then healed (issue 15)."""
+    pytester.makepyfile(
+        """
+        import os, pytest
+        pytestmark = pytest.mark.health
+        @pytest.mark.parametrize("i", range(5))
+        def test_steady(i):
+            pass
+        def test_flips():
+            assert os.environ.get("FAULT") != "1", "fault on"
+        """
+    )
+    monkeypatch.delenv("FAULT", raising=False)
+    assert pytester.runpytest(*PLUGIN_ARGS).ret == 0
+    first = gate_json()
+    assert first["changes"]["baseline"] is None
+
+    monkeypatch.setenv("FAULT", "1")
+    result = pytester.runpytest(*PLUGIN_ARGS)
+    assert result.ret == 1
+    second = gate_json()["changes"]
+    assert second["new_failures"] == ["test_three_runs_healthy_fault_healed.py::test_flips"]
+    assert second["baseline"]["run_id"] == first["run_id"]
+    result.stdout.fnmatch_lines(["bizosaas changes since *: 1 new failure*"])
+
+    monkeypatch.delenv("FAULT")
+    assert pytester.runpytest(*PLUGIN_ARGS).ret == 0
+    third = gate_json()["changes"]
+    assert third["fixed"] == ["test_three_runs_healthy_fault_healed.py::test_flips"]
+    assert third["new_failures"] == [] and third["flaky"] == []
+    assert len(list((pytester.path / "reports" / "history").glob("*.json"))) == 3
+
+    # --baseline compares with a chosen run instead (here: the failing one).
+    saved = pytester.path / "kept-gate.json"
+    saved.write_text((pytester.path / "reports" / "history").joinpath(
+        sorted(p.name for p in (pytester.path / "reports" / "history").glob("*.json"))[1]
+    ).read_text())
+    assert pytester.runpytest(*PLUGIN_ARGS, "--baseline", str(saved)).ret == 0
+    assert gate_json()["changes"]["fixed"] == [
+        "test_three_runs_healthy_fault_healed.py::test_flips"]
+
+
+def test_bad_baseline_is_a_usage_error(pytester):
+    pytester.makepyfile("def test_a():\n    pass\n")
+    result = pytester.runpytest(*PLUGIN_ARGS, "--baseline=missing.json")
+    assert result.ret == 4
+    result.stderr.fnmatch_lines(["*--baseline*missing.json*no such file*"])

@@ -20,6 +20,7 @@ def gate_document(
     exit_status: int | None,
     stack: str = "",
     target: str = "",
+    changes: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The gate.json document.
 
@@ -32,7 +33,8 @@ def gate_document(
     {passed, failed, errors, skipped, xfailed, total, pass_rate}}; matrix
     {service: {suite: "pass"|"fail"|"skip"|null}}; checks [{nodeid, suite,
     service, critical, outcome, duration, message, category}] sorted by nodeid,
-    outcome one of passed, failed, error, skipped, xfailed, xpassed, not_run.
+    outcome one of passed, failed, error, skipped, xfailed, xpassed, not_run;
+    changes (since the previous run or --baseline; see history.compare) or null.
     """
     verdict = summary.verdict
     return {
@@ -61,6 +63,7 @@ def gate_document(
         "per_suite": summary.per_suite,
         "per_service": summary.per_service,
         "matrix": summary.matrix,
+        "changes": changes,
         "checks": [
             {
                 "nodeid": c.nodeid,
