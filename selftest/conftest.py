@@ -11,7 +11,7 @@ import pytest
 
 from bizosaas_acceptance.options import OPTIONS
 
-pytest_plugins = ["pytester"]
+
 
 #: The project root (the directory holding the ``acceptance`` package).
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
