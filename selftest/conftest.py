@@ -11,8 +11,6 @@ import pytest
 
 from bizosaas_acceptance.options import OPTIONS
 
-
-
 #: The project root (the directory holding the ``acceptance`` package).
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 

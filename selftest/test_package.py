@@ -99,8 +99,8 @@ def test_path_options_in_both_forms_from_anywhere(tmp_path: Path, form: str,
 
 
 def test_a_run_of_the_checkout_from_elsewhere_collects_the_suites_only(tmp_path: Path) -> None:
-    result = _run([sys.executable, "-m", "pytest", str(ROOT), "--co", "-q", f"--html={tmp_path}/r.html",
-                   f"--junitxml={tmp_path}/j.xml"], cwd=tmp_path)
+    result = _run([sys.executable, "-m", "pytest", str(ROOT), "--co", "-q",
+                   f"--html={tmp_path}/r.html", f"--junitxml={tmp_path}/j.xml"], cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-1500:] + result.stderr[-1500:]
     assert "selftest" not in result.stdout
     assert "693/699 tests collected" in result.stdout, result.stdout[-500:]
