@@ -8,6 +8,7 @@ import pytest
 
 from sandbox import stack as sbx
 from selftest.stackrun import run_suite
+from selftest.test_check_counts import expected_counts
 
 pytestmark = pytest.mark.stack
 
@@ -17,7 +18,9 @@ def test_healthy_stack_passes_every_check(tmp_path: Path) -> None:
     assert run.ret == 0, run.summary()
     assert run.gate["verdict"] == "PASS" and run.gate["pass_rate"] == 100.0, run.summary()
     assert run.gate["failed"] == 0 and run.gate["errors"] == 0
-    assert run.gate["total"] >= 250
+    counts = expected_counts()
+    assert run.gate["total"] == sum(counts.values()), run.summary()
+    assert {s: c["total"] for s, c in run.gate["per_suite"].items()} == counts
     html = (tmp_path / "report.html").read_text()
     assert "PASS" in html and (tmp_path / "junit.xml").exists()
 
@@ -27,7 +30,9 @@ def test_verify_marker_runs_the_post_deploy_subset(tmp_path: Path) -> None:
     assert run.ret == 0, run.summary()
     suites = {c["suite"] for c in run.gate["checks"]}
     assert suites == {"containers", "health", "infra", "network", "resources"}
-    assert run.gate["total"] >= 29
+    counts = expected_counts()
+    assert run.gate["total"] == sum(counts[s] for s in suites)
+    assert run.gate["total"] >= 29  # the deployment package's list
 
 
 def _stopped(container: str):
