@@ -15,7 +15,7 @@ SUITES: tuple[str, ...] = (
     "performance", "resources", "network", "logs", "integration",
 )
 #: Check families outside the ten suites, labelled like them in the gate's tables.
-EXTRA_SUITES: tuple[str, ...] = ("hygiene",)
+EXTRA_SUITES: tuple[str, ...] = ("hygiene", "soak")
 #: Suites the post-deploy ``verify`` marker selects.
 VERIFY_SUITES: frozenset[str] = frozenset({"containers", "health", "infra", "network", "resources"})
 
@@ -32,6 +32,8 @@ MARKERS: dict[str, str] = {
     "integration": "suite 10: cross-service flows (writes tagged data, cleans up)",
     "hygiene": "compose file hygiene (limits, debug flags, literal secrets, dangling "
                "depends_on, missing external networks, exposed databases); only with --compose",
+    "soak": "trends over a soak (memory slope, connection growth, error-rate and p95 "
+            "drift); only with --soak DURATION",
     "verify": "quick post-deploy subset (containers, health, infra, network, resources)",
     "critical": "check of a critical service: a failure fails the gate",
     "service(key)": "the service a check is about (stack manifest key)",

@@ -63,6 +63,15 @@ def _bool(raw: str) -> bool:
 _bool.__name__ = "true/false"
 
 
+def _duration(raw: str) -> float:
+    from bizosaas_acceptance.probes.soak import parse_duration
+
+    return parse_duration(raw)
+
+
+_duration.__name__ = "duration such as 60s, 10m or 1h"
+
+
 def _text(raw: str) -> str:
     return str(raw)
 
@@ -149,6 +158,13 @@ OPTIONS: tuple[Option, ...] = (
            "whatever the pass rate.", _bool),
     Option("gate_json", "BIZOSAAS_GATE_JSON", "reports/gate.json",
            "Where to write the machine-readable verdict (JSON)."),
+    Option("soak", "BIZOSAAS_SOAK", None,
+           "Soak for this long (60s, 10m, 1h) before the checks: bounded read-only "
+           "traffic on every documented GET, sampled every few seconds; the soak "
+           "checks (-m soak) fail on trends (memory slope, connection growth, "
+           "error-rate and p95 drift; thresholds in the manifest's soak section). "
+           "Ctrl-C ends it early with a verdict on what was measured.",
+           _duration),
     Option("baseline", "BIZOSAAS_BASELINE", None,
            "Compare this run with the gate.json at this path (e.g. the last good "
            "production run kept by CI) instead of the previous run against the same "

@@ -114,6 +114,16 @@ def pytest_configure_snapshot(config: pytest.Config) -> None:
                      ).start()
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """--soak: soak on the controller before xdist starts its workers (see soakmode)."""
+    config = session.config
+    if _is_controller(config) and _runs_checks(config) and config.stash[SETTINGS].get("soak"):
+        from bizosaas_acceptance.soakmode import maybe_run
+
+        maybe_run(config)
+
+
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node: Any) -> None:
     """xdist: hand the controller's run id to every worker."""
@@ -134,14 +144,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         label(item)
 
 
+#: Check families that exist only when their option is given (marker: setting).
+_ONLY_WITH = {"hygiene": "compose", "soak": "soak"}
+
+
 def _drop_hygiene_without_compose(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Hygiene checks judge compose files: without --compose they do not exist."""
-    if config.stash[SETTINGS].get("compose"):
-        return
-    dropped = [i for i in items if i.get_closest_marker("hygiene")]
+    """Hygiene checks judge compose files, soak checks a soak: without the option
+    (--compose, --soak) they do not exist."""
+    settings = config.stash[SETTINGS]
+    absent = [m for m, setting in _ONLY_WITH.items() if not settings.get(setting)]
+    dropped = [i for i in items if any(i.get_closest_marker(m) for m in absent)]
     if dropped:
         config.hook.pytest_deselected(items=dropped)
-        items[:] = [i for i in items if not i.get_closest_marker("hygiene")]
+        items[:] = [i for i in items if i not in dropped]
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
