@@ -19,10 +19,15 @@ so it crosses xdist) and the gate reads it from there, never from the text.
 
 from __future__ import annotations
 
+import errno
 import json
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from _pytest.outcomes import Failed
+from _pytest.outcomes import Failed, OutcomeException
 
 from bizosaas_acceptance.secrets import MASKER
 
@@ -51,6 +56,8 @@ class Cause:
     VAULT = "Vault Unavailable"
     TEMPORAL = "Temporal Unavailable"
     CONFIG = "Configuration Drift"
+    # Not the target's fault: the suite itself misbehaved (a bug to report).
+    SUITE_BUG = "Suite Bug"
 
 
 def short(value: object, limit: int = 300) -> str:
@@ -171,3 +178,133 @@ def require_answer(reply: Reply, summary: str, *, next_cmd: str | list[str],
         why = derived if why is None else why
     fail(f"[CONNECT] {summary}", expected="an HTTP answer", seen=reply.error or "?",
          cause=cause, why=why or "", next_cmd=next_cmd)
+
+
+# --------------------------------------------------------------------------- waiting on
+
+
+#: The requests each thread is waiting on right now: thread ident -> [(what, since, budget)].
+#: Read by the last-resort timeout guard (:mod:`bizosaas_acceptance.guard`) to name
+#: what a check hung on.
+_INFLIGHT: dict[int, list[tuple[str, float, float | None]]] = {}
+_INFLIGHT_LOCK = threading.Lock()
+
+#: errno values that say the network (not the suite) failed.
+_NET_ERRNOS = frozenset({
+    errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED, errno.ETIMEDOUT,
+    errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN, errno.ENETDOWN, errno.EPIPE,
+    errno.ENOTCONN,
+})
+
+
+def in_flight(ident: int | None = None) -> list[tuple[str, float, float | None]]:
+    """What thread ``ident`` (default: this one) is waiting on, innermost last."""
+    with _INFLIGHT_LOCK:
+        return list(_INFLIGHT.get(threading.get_ident() if ident is None else ident, ()))
+
+
+def _mro_names(exc: BaseException) -> set[str]:
+    return {f"{k.__module__}.{k.__qualname__}" for k in type(exc).__mro__}
+
+
+def is_timeout(exc: BaseException) -> bool:
+    """Whether ``exc`` says a deadline passed (any client library's way of saying it)."""
+    if isinstance(exc, TimeoutError):  # socket.timeout, asyncio and futures timeouts too
+        return True
+    names = _mro_names(exc)
+    if names & {"requests.exceptions.Timeout", "urllib3.exceptions.TimeoutError",
+                "redis.exceptions.TimeoutError", "psycopg.errors.QueryCanceled",
+                "psycopg.errors.LockNotAvailable"}:
+        return True
+    status = getattr(exc, "status", None)
+    if "temporalio.service.RPCError" in names and getattr(status, "name", "") in (
+            "DEADLINE_EXCEEDED", "CANCELLED"):
+        return True
+    text = str(exc).lower()
+    return "timed out" in text or "timeout" in text
+
+
+def is_transport(exc: BaseException) -> bool:
+    """Whether ``exc`` is the target not answering (network, timeout, connection lost)
+    rather than an answer (an HTTP error status) or a bug in the suite."""
+    if isinstance(exc, OutcomeException):
+        return False
+    names = _mro_names(exc)
+    if "requests.exceptions.HTTPError" in names:
+        return False  # an answer: docker.errors.APIError and friends
+    if is_timeout(exc) or isinstance(exc, ConnectionError):
+        return True
+    if names & {"requests.exceptions.RequestException", "urllib3.exceptions.HTTPError",
+                "redis.exceptions.ConnectionError", "psycopg.OperationalError",
+                "paramiko.ssh_exception.SSHException", "hvac.exceptions.VaultDown"}:
+        return True
+    if "temporalio.service.RPCError" in names:
+        return getattr(getattr(exc, "status", None), "name", "") in ("UNAVAILABLE",)
+    return isinstance(exc, OSError) and exc.errno in _NET_ERRNOS
+
+
+def describe_error(exc: BaseException, limit: int = 200) -> str:
+    """``Type: message`` on one line, masked, without any object repr."""
+    return f"{type(exc).__name__}: {short(exc, limit)}"
+
+
+@contextmanager
+def waiting_on(request: str, *, cause: str, next_cmd: str | list[str],
+               budget: float | None = None, expected: str | None = None) -> Iterator[None]:
+    """Name the request a block waits on; a transport failure inside it is diagnosed.
+
+    ``request`` says what goes out and where (``GET http://host:port/path``,
+    ``PostgreSQL select ... at host:port``). While the block runs, the request
+    is registered for this thread, so the last-resort timeout guard can name
+    it. When the block raises a transport error (timeout, refused, reset,
+    lost connection; see :func:`is_transport`), it becomes a :class:`Diagnosed`
+    failure in the usual shape::
+
+        [TIMEOUT] no answer within 5s: GET http://127.0.0.1:8003/api/leads/
+          expected: an answer within 5 s
+          seen:     ReadTimeout: ... Read timed out. (read timeout=5)
+          cause:    Database Connection Issues — the request got no answer in time ...
+          next:     ...
+
+    Other exceptions (answers such as HTTP error statuses, and bugs) pass unchanged.
+    """
+    __tracebackhide__ = True
+    entry = (request, time.monotonic(), budget)
+    ident = threading.get_ident()
+    with _INFLIGHT_LOCK:
+        _INFLIGHT.setdefault(ident, []).append(entry)
+    try:
+        yield
+    except Exception as exc:
+        if not is_transport(exc):
+            raise
+        raise transport_failure(exc, request, cause=cause, next_cmd=next_cmd, budget=budget,
+                                expected=expected,
+                                took=time.monotonic() - entry[1]) from None
+    finally:
+        with _INFLIGHT_LOCK:
+            stack = _INFLIGHT.get(ident, [])
+            if entry in stack:
+                stack.remove(entry)
+            if not stack:
+                _INFLIGHT.pop(ident, None)
+
+
+def transport_failure(exc: BaseException, request: str, *, cause: str,
+                      next_cmd: str | list[str], budget: float | None = None,
+                      expected: str | None = None, took: float | None = None) -> Diagnosed:
+    """The :class:`Diagnosed` failure for ``request`` that ended in transport error ``exc``."""
+    within = f"{budget:g}s" if budget else None
+    if is_timeout(exc):
+        summary = f"[TIMEOUT] no answer{f' within {within}' if within else ''}: {request}"
+        why = ("the request got no answer in time: the service hangs (a locked table, "
+               "an overloaded or stuck process) or the network drops packets")
+    else:
+        summary = f"[CONNECT] {request}"
+        why = "the connection failed or was lost before an answer came"
+    seen = describe_error(exc)
+    if took is not None:
+        seen += f" (after {took:.1f}s)"
+    return Diagnosed(message(
+        summary, expected=expected or (f"an answer within {within}" if within else "an answer"),
+        seen=seen, cause=cause, why=why, next_cmd=next_cmd), cause)

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from bizosaas_acceptance import hookspecs, options
+from bizosaas_acceptance import guard, hookspecs, options
 from bizosaas_acceptance.labels import MARKERS, label
 from bizosaas_acceptance.model.api import load_api
 from bizosaas_acceptance.model.manifest import (
@@ -181,6 +181,13 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     JUnit, HTML and gate plugins read it.
     """
     mask_report(report)
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
+def pytest_timeout_set_timer(item: pytest.Item, settings: Any) -> bool | None:
+    """pytest-timeout is the last-resort guard: when it fires, the report says it is a
+    bug in our bounding and names what the check was waiting on (see :mod:`.guard`)."""
+    return guard.set_timer(item, settings)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

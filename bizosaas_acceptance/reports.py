@@ -1,14 +1,21 @@
-"""What every test report carries: masked text and the cause as data.
+"""What every test report carries: a diagnosed message, masked, and the cause as data.
 
 Runs where the report is made (in the xdist worker), so only masked reports
 with their category travel to the controller, and again where reports are
 consumed (idempotent), for reports made by other plugins.
+
+Every failure is shown as its message only (:mod:`.guard`): a diagnosed one
+as it is, an undiagnosed one of this suite diagnosed after the fact (a
+transport error naming the call, else a labelled suite bug). No report carries
+a traceback with locals or arguments, whatever ``--tb``, ``-l`` or
+``--fulltrace`` say.
 """
 
 from __future__ import annotations
 
 import pytest
 
+from bizosaas_acceptance import guard
 from bizosaas_acceptance.outcome import CAUSE_PROPERTY, Diagnosed
 from bizosaas_acceptance.probes.snapshot import shared_if_present
 from bizosaas_acceptance.secrets import MASKER, mask_report
@@ -40,9 +47,15 @@ def learn_container_secrets(config: pytest.Config) -> None:
 
 def finish_report(item: pytest.Item, call: pytest.CallInfo[None],
                   report: pytest.TestReport) -> None:
-    """Put the diagnosed cause on the report as data, then mask everything it carries."""
+    """Diagnose the failure, put its cause on the report as data, then mask the report."""
     excinfo = call.excinfo
-    if excinfo is not None and isinstance(excinfo.value, Diagnosed):
-        report.user_properties.append((CAUSE_PROPERTY, excinfo.value.cause))
+    if excinfo is not None and report.failed:
+        diagnosed = excinfo.value if isinstance(excinfo.value, Diagnosed) else guard.diagnose(
+            item, call.when, excinfo)
+        if diagnosed is not None:
+            report.longrepr = guard.value_repr(diagnosed)
+            report.user_properties.append((CAUSE_PROPERTY, diagnosed.cause))
+        else:
+            report.longrepr = guard.short_repr(excinfo)
     learn_container_secrets(item.config)
     mask_report(report)

@@ -15,7 +15,8 @@ import pytest
 
 from bizosaas_acceptance.model.manifest import PLACEHOLDER, Service, Stack
 from bizosaas_acceptance.model.target import Target
-from bizosaas_acceptance.outcome import Cause, check, fail, logs_cmd, short
+from bizosaas_acceptance.outcome import Cause, check, fail, logs_cmd, short, waiting_on
+from bizosaas_acceptance.probes.infra import rpc_timeout, temporal_call
 
 pytestmark = [pytest.mark.infra]
 
@@ -59,13 +60,25 @@ def test_postgres_connections(pg_service: Service, postgres: Any, stack: Stack) 
 # --------------------------------------------------------------------------- redis
 
 
-def test_redis_ping(redis_service: Service, redis_client: Any) -> None:
-    check(redis_client.ping() is True, "[PING] Redis", expected="PONG", seen="no PONG",
+def _redis(redis_service: Service, target: Target, command: str) -> Any:
+    """``waiting_on`` for one Redis command (the client's socket timeout bounds it)."""
+    return waiting_on(f"Redis {command} at redis://{target.address(redis_service)}",
+                      cause=Cause.REDIS, budget=target.connect_timeout,
+                      next_cmd=[f"redis-cli -h {target.host} -p {redis_service.host_port} "
+                                f"--latency", logs_cmd(redis_service.container)])
+
+
+def test_redis_ping(redis_service: Service, redis_client: Any, target: Target) -> None:
+    with _redis(redis_service, target, "PING"):
+        pong = redis_client.ping()
+    check(pong is True, "[PING] Redis", expected="PONG", seen="no PONG",
           cause=Cause.REDIS, next_cmd="redis-cli ping")
 
 
-def test_redis_memory(redis_service: Service, redis_client: Any, stack: Stack) -> None:
-    info = redis_client.info("memory")
+def test_redis_memory(redis_service: Service, redis_client: Any, stack: Stack,
+                      target: Target) -> None:
+    with _redis(redis_service, target, "INFO memory"):
+        info = redis_client.info("memory")
     used, maxmem = int(info["used_memory"]), int(info.get("maxmemory", 0))
     limit_pct = float(stack.threshold("memory_pct"))
     if maxmem == 0:
@@ -81,8 +94,10 @@ def test_redis_memory(redis_service: Service, redis_client: Any, stack: Stack) -
           next_cmd="redis-cli info memory")
 
 
-def test_redis_hit_rate(redis_service: Service, redis_client: Any, stack: Stack) -> None:
-    stats = redis_client.info("stats")
+def test_redis_hit_rate(redis_service: Service, redis_client: Any, stack: Stack,
+                        target: Target) -> None:
+    with _redis(redis_service, target, "INFO stats"):
+        stats = redis_client.info("stats")
     hits, misses = int(stats["keyspace_hits"]), int(stats["keyspace_misses"])
     ops, min_ops = hits + misses, int(stack.threshold("cache_min_ops"))
     if ops < min_ops:
@@ -98,11 +113,19 @@ def test_redis_hit_rate(redis_service: Service, redis_client: Any, stack: Stack)
 # --------------------------------------------------------------------------- vault
 
 
+def _vault(vault: Any, target: Target, request: str) -> Any:
+    """``waiting_on`` for one Vault request (hvac's request timeout bounds it)."""
+    return waiting_on(f"Vault {request} at {vault.url}", cause=Cause.VAULT,
+                      budget=target.connect_timeout,
+                      next_cmd=[f"time curl -s {vault.url}/v1/sys/health", "bao status"])
+
+
 @pytest.fixture(scope="module")
-def vault_health(vault: Any) -> dict[str, Any]:
-    resp = vault.adapter.get("/v1/sys/health", raise_exception=False,
-                             params={"standbyok": "true", "sealedcode": "200",
-                                     "uninitcode": "200"})
+def vault_health(vault: Any, target: Target) -> dict[str, Any]:
+    with _vault(vault, target, "GET /v1/sys/health"):
+        resp = vault.adapter.get("/v1/sys/health", raise_exception=False,
+                                 params={"standbyok": "true", "sealedcode": "200",
+                                         "uninitcode": "200"})
     return resp.json() if hasattr(resp, "json") else resp
 
 
@@ -120,9 +143,11 @@ def test_vault_unsealed(vault_svc: Service, vault_health: dict[str, Any], stack:
           next_cmd=["bao status", "bao operator unseal  # with the unseal key(s)"])
 
 
-def test_vault_token_valid(vault_svc: Service, vault: Any, stack: Stack) -> None:
+def test_vault_token_valid(vault_svc: Service, vault: Any, stack: Stack,
+                           target: Target) -> None:
     try:
-        info = vault.auth.token.lookup_self()["data"]
+        with _vault(vault, target, "GET /v1/auth/token/lookup-self"):
+            info = vault.auth.token.lookup_self()["data"]
     except Exception as exc:  # noqa: BLE001
         fail("[VAULT] token lookup failed", expected="the suite's token is valid",
              seen=f"{type(exc).__name__}: {short(exc, 160)}", cause=Cause.VAULT,
@@ -139,12 +164,14 @@ def test_vault_service_secrets(secret_ref: tuple[Service, str], stack: Stack,
     if not any(s.health_path == "/v1/sys/health" for s in stack.services.values()):
         pytest.skip("the stack has no Vault; the containers suite checks the secrets")
     vault = request.getfixturevalue("vault")
+    target = request.getfixturevalue("target")
     cfg = stack.vault
     mount, prefix = cfg.get("kv_mount", "secret"), cfg.get("secrets_prefix", "bizosaas")
     path = f"{prefix}/{svc.key}"
     try:
-        data = vault.secrets.kv.v2.read_secret_version(
-            path=path, mount_point=mount, raise_on_deleted_version=True)["data"]["data"]
+        with _vault(vault, target, f"read {mount}/{path}"):
+            data = vault.secrets.kv.v2.read_secret_version(
+                path=path, mount_point=mount, raise_on_deleted_version=True)["data"]["data"]
     except Exception as exc:  # noqa: BLE001
         fail(f"[VAULT] {mount}/{path} readable: {svc.key}",
              expected=f"KV v2 secret {mount}/{path}", seen=f"{type(exc).__name__}: "
@@ -170,8 +197,11 @@ def test_temporal_system_info(temporal_service: Service, temporal: Any, async_ru
                               target: Target) -> None:
     from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 
-    info = async_runner.run(temporal.workflow_service.get_system_info(GetSystemInfoRequest()),
-                            target.connect_timeout)
+    t = target.connect_timeout
+    info = temporal_call(async_runner, temporal.workflow_service.get_system_info(
+        GetSystemInfoRequest(), timeout=rpc_timeout(t)), f"Temporal GetSystemInfo at "
+        f"{target.address(temporal_service)}", t + 1,
+        next_cmd=f"temporal operator cluster health --address {target.address(temporal_service)}")
     check(bool(info.server_version), f"[TEMPORAL] server version ({info.server_version!r})",
           expected="a server version", seen=repr(info.server_version), cause=Cause.TEMPORAL,
           next_cmd="temporal operator cluster describe")
@@ -182,9 +212,12 @@ def test_temporal_namespace(temporal_service: Service, temporal: Any, async_runn
     from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 
     ns = stack.temporal.get("namespace", "default")
+    t = target.connect_timeout
     try:
-        resp = async_runner.run(temporal.workflow_service.describe_namespace(
-            DescribeNamespaceRequest(namespace=ns)), target.connect_timeout)
+        resp = temporal_call(async_runner, temporal.workflow_service.describe_namespace(
+            DescribeNamespaceRequest(namespace=ns), timeout=rpc_timeout(t)),
+            f"Temporal DescribeNamespace {ns} at {target.address(temporal_service)}", t + 1,
+            next_cmd=f"temporal operator namespace describe {ns}")
     except Exception as exc:  # noqa: BLE001
         fail(f"[TEMPORAL] namespace {ns}", expected=f"namespace {ns} registered",
              seen=f"{type(exc).__name__}: {short(exc, 160)}", cause=Cause.TEMPORAL,
@@ -206,13 +239,16 @@ def test_temporal_workflow_round_trip(temporal_service: Service, temporal: Any, 
     queue = f"bizosaas-acceptance-{run_id}-{uuid.uuid4().hex[:6]}"
     wf_id = f"bizosaas-acceptance-{run_id}-{uuid.uuid4().hex[:8]}"
 
+    budget = max(15.0, target.connect_timeout * 3)
+
     async def round_trip() -> str:
         async with Worker(temporal, task_queue=queue, workflows=[ProbeWorkflow],
                           activities=[echo]):
-            return await temporal.execute_workflow(ProbeWorkflow.run, run_id, id=wf_id,
-                                                   task_queue=queue)
+            handle = await temporal.start_workflow(
+                ProbeWorkflow.run, run_id, id=wf_id, task_queue=queue,
+                rpc_timeout=rpc_timeout(target.connect_timeout))
+            return await handle.result(rpc_timeout=rpc_timeout(budget))
 
-    budget = max(15.0, target.connect_timeout * 3)
     try:
         result = async_runner.run(asyncio.wait_for(round_trip(), budget), budget + 2)
     except Exception as exc:  # noqa: BLE001

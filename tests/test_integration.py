@@ -13,11 +13,17 @@ Records: every record a flow creates carries the run's tag
 (``bizosaas-acceptance-<run id>``) and is registered with the ``records``
 fixture *before* any further step, so its teardown removes it whatever
 happens next: a failed step, an exception, Ctrl-C (pytest runs finalizers on
-KeyboardInterrupt). The teardown then verifies each record is gone. At session
-start and end a sweep removes what earlier runs left behind: runs marked
-finished on this host, and tags older than ``STALE_AFTER_S`` seen anywhere;
-a run still in progress (a colleague's, a CI job's) is never touched. A check
-verifies that no such leftovers remain.
+KeyboardInterrupt). The teardown then verifies each record is gone. At the
+start (once per run) and at the end (per worker) a sweep removes what earlier
+runs left behind: runs marked finished on this host, and tags older than
+``STALE_AFTER_S`` seen anywhere; a run still in progress (a colleague's, a CI
+job's) is never touched. A check verifies that no such leftovers remain.
+
+Time bounds: every request is bounded by ``--http-timeout``; the sweep as a
+whole by ``SWEEP_ROUNDS`` and a flow's cleanup by ``CLEANUP_ROUNDS`` timeouts
+(a route that hangs is not asked again, the rest is reported as not done). A
+sweep or cleanup that could not finish fails in the usual shape, naming the
+requests.
 
 Flows that write run only where writes are allowed (``--allow-writes`` or the
 manifest's ``environments.<env>.allow_writes``); elsewhere they are skipped.
@@ -45,9 +51,11 @@ from bizosaas_acceptance.outcome import (
     logs_cmd,
     status_cause,
     transport_cause,
+    waiting_on,
 )
 from bizosaas_acceptance.probes.api import ApiCaller, run_tag
 from bizosaas_acceptance.probes.http import Reply
+from bizosaas_acceptance.probes.infra import rpc_timeout, temporal_call
 from bizosaas_acceptance.probes.records import finished_runs
 from bizosaas_acceptance.probes.snapshot import shared
 
@@ -58,6 +66,10 @@ WRITES_SKIP = ("writes not allowed in this environment "
 STALE_AFTER_S = 30 * 60
 TASK_TIMEOUT_S = 20.0
 SETTLE_S = 5.0
+#: The sweep's whole budget, in --http-timeout units: the listing, then the DELETEs.
+SWEEP_ROUNDS = 3
+#: A flow's whole cleanup budget, in --http-timeout units.
+CLEANUP_ROUNDS = 3
 CRM, COMMERCE, AI, SALEOR, GATEWAY = ("django-crm", "coreldove-backend", "ai-agents",
                                       "saleor-api", "brain-api")
 
@@ -111,6 +123,23 @@ class Record:
     settle: bool = False  # wait (bounded) until the GET no longer says "processing"
 
 
+class Budget:
+    """An overall deadline for a series of requests, each within --http-timeout."""
+
+    def __init__(self, http_timeout: float, rounds: float) -> None:
+        self.http_timeout = http_timeout
+        self.total = http_timeout * rounds
+        self.deadline = time.monotonic() + self.total
+
+    def left(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def timeout(self) -> float | None:
+        """The timeout for the next request; None once too little is left to send one."""
+        left = self.left()
+        return min(self.http_timeout, left) if left >= 0.5 else None
+
+
 @dataclass
 class Records:
     """What a flow created; removed (newest first) and verified gone at teardown."""
@@ -122,11 +151,12 @@ class Records:
             check_path: str | None = None, settle: bool = False) -> None:
         self.items.append(Record(service, delete_path, check_path, what, settle))
 
-    def _settle(self, rec: Record) -> None:
+    def _settle(self, rec: Record, budget: Budget) -> None:
         """A running task's activity would write its row again after a DELETE: let it end."""
-        deadline = time.monotonic() + SETTLE_S
+        deadline = min(time.monotonic() + SETTLE_S, budget.deadline - budget.http_timeout)
         while time.monotonic() < deadline and rec.check_path:
-            reply = self.api.http.request("GET", self.api.url(rec.service, rec.check_path))
+            reply = self.api.http.request("GET", self.api.url(rec.service, rec.check_path),
+                                          timeout=budget.timeout())
             try:
                 if reply.status != 200 or reply.json().get("status") != "processing":
                     return
@@ -135,17 +165,25 @@ class Records:
             time.sleep(0.2)
 
     def remove_all(self) -> list[str]:
+        """Remove every record within CLEANUP_ROUNDS timeouts; what went wrong, per record."""
         problems = []
+        budget = Budget(self.api.http.timeout, CLEANUP_ROUNDS)
         for rec in reversed(self.items):
-            if rec.settle:
-                self._settle(rec)
             url = self.api.url(rec.service, rec.delete_path)
-            reply = self.api.http.request("DELETE", url, headers=self.api.headers(auth=True))
+            if budget.timeout() is None:
+                problems.append(f"{rec.what}: DELETE {url} not sent (the cleanup's "
+                                f"{budget.total:g}s were spent)")
+                continue
+            if rec.settle:
+                self._settle(rec, budget)
+            reply = self.api.http.request("DELETE", url, headers=self.api.headers(auth=True),
+                                          timeout=budget.timeout())
             if not reply.ok or reply.status not in (200, 202, 204, 404):
                 problems.append(f"{rec.what}: DELETE {url} -> {reply.describe(120)}")
                 continue
-            if rec.check_path:
-                seen = self.api.http.request("GET", self.api.url(rec.service, rec.check_path))
+            if rec.check_path and budget.timeout() is not None:
+                seen = self.api.http.request("GET", self.api.url(rec.service, rec.check_path),
+                                             timeout=budget.timeout())
                 if seen.status != 404:
                     problems.append(f"{rec.what}: still there after DELETE "
                                     f"(GET {rec.check_path} -> {seen.describe(80)})")
@@ -183,15 +221,18 @@ def _created(value: Any) -> float | None:
         return None
 
 
-def leftover_tags(api: ApiCaller, this_run: str) -> tuple[dict[str, str], str | None]:
+def leftover_tags(api: ApiCaller, this_run: str, timeout: float | None = None
+                  ) -> tuple[dict[str, str], str | None]:
     """Tags of other runs that may be removed: finished here, or stale anywhere.
 
-    Returns {tag: reason} and an error text when the lead listing is unavailable.
+    Returns {tag: reason} and an error text (naming the request) when the lead
+    listing is unavailable.
     """
     tags = {run_tag(r): "run finished" for r in finished_runs()[:50] if r != this_run}
-    reply = api.http.request("GET", api.url(CRM, "/api/leads/?limit=1000"))
+    url = api.url(CRM, "/api/leads/?limit=1000")
+    reply = api.http.request("GET", url, timeout=timeout)
     if not reply.ok or reply.status != 200:
-        return tags, reply.error or f"GET /api/leads/ -> {reply.status}"
+        return tags, f"GET {url} -> {reply.describe(120)}"
     try:
         leads = reply.json().get("results") or []
     except (ValueError, AttributeError):
@@ -208,16 +249,28 @@ def leftover_tags(api: ApiCaller, this_run: str) -> tuple[dict[str, str], str | 
 
 
 def sweep(api: ApiCaller, stack: Stack, this_run: str) -> dict[str, Any]:
-    """Remove what earlier runs left: leads and orders by tag (bulk DELETE ?tag=)."""
-    tags, error = leftover_tags(api, this_run)
+    """Remove what earlier runs left: leads and orders by tag (bulk DELETE ?tag=).
+
+    Bounded as a whole by SWEEP_ROUNDS timeouts: a route that got no answer is
+    not asked again, and what could not be sent in time is reported as such.
+    """
+    budget = Budget(api.http.timeout, SWEEP_ROUNDS)
+    tags, error = leftover_tags(api, this_run, budget.timeout())
     removed: dict[str, int] = {}
     failures: list[str] = []
+    dead: dict[str, str] = {}  # service -> the request that got no answer
+    skipped = 0
     for tag in tags:
         for service, path in ((CRM, "/api/leads/"), (COMMERCE, "/api/orders")):
             if service not in stack.services:
                 continue
             url = api.url(service, path) + f"?tag={tag}"
-            reply = api.http.request("DELETE", url, headers=api.headers(auth=True))
+            timeout = budget.timeout()
+            if service in dead or timeout is None:
+                skipped += 1
+                continue
+            reply = api.http.request("DELETE", url, headers=api.headers(auth=True),
+                                     timeout=timeout)
             if reply.ok and reply.status == 200:
                 try:
                     n = int(reply.json().get("deleted", 0))
@@ -227,21 +280,55 @@ def sweep(api: ApiCaller, stack: Stack, this_run: str) -> dict[str, Any]:
                     removed[f"{service}:{tag}"] = n
             else:
                 failures.append(f"DELETE {url} -> {reply.describe(80)}")
-    return {"tags": tags, "removed": removed, "failures": failures, "error": error}
+                if not reply.ok:
+                    dead[service] = f"DELETE {url}"
+    if skipped:
+        failures.append(f"{skipped} DELETE(s) not sent: "
+                        + (f"no answer from {', '.join(dead.values())}; " if dead else "")
+                        + f"the sweep stops within {budget.total:g}s")
+    return {"tags": tags, "removed": removed, "failures": failures, "error": error,
+            "took_s": round(budget.total - budget.left(), 2)}
 
 
-@pytest.fixture(scope="session")
+def sweep_failure(what: str, result: dict[str, Any], stack: Stack, api: ApiCaller) -> None:
+    """Fail in the usual shape when a sweep could not list or remove everything."""
+    __tracebackhide__ = True
+    problems = [p for p in (result["error"], *result["failures"]) if p]
+    if not problems:
+        return
+    hung = any("within" in p or "timeout" in p for p in problems)
+    fail(f"[CLEANUP] {what} of earlier runs' records failed",
+         expected="lead listing and bulk DELETE ?tag= answering within --http-timeout "
+                  f"({api.http.timeout:g}s)",
+         seen="; ".join(problems)[:600],
+         cause=Cause.SLOW if hung else Cause.APP,
+         why="the route hangs (a locked table, a stuck worker)" if hung
+         else "the listing or a DELETE endpoint failed: tagged test data stays behind",
+         next_cmd=[curl_cmd("GET", api.url(CRM, "/api/leads/?limit=1000")),
+                   logs_cmd(stack.services[CRM].container)])
+
+
+@pytest.fixture(scope="module")
 def swept(pytestconfig: pytest.Config, stack: Stack, target: Target, run_id: str,
           request: pytest.FixtureRequest) -> Iterator[dict[str, Any] | None]:
-    """Sweep at session start (once per run) and again at the end (per worker)."""
+    """Sweep at the start (once per run) and again at the end (per worker).
+
+    The start sweep's outcome is judged by ``test_no_leftovers_from_earlier_runs``;
+    an end sweep that fails is this module's teardown failure, in the usual shape.
+    """
     if not target.allow_writes or CRM not in stack.services:
         yield None
         return
     api = request.getfixturevalue("api")
     api.token = request.getfixturevalue("api_token")
-    start = shared(run_id, "integration-sweep-start", lambda: sweep(api, stack, run_id))
+    budget = api.http.timeout * SWEEP_ROUNDS
+    with waiting_on("the run's start sweep (in another worker of this run)",
+                    cause=Cause.SLOW, budget=budget + api.http.timeout,
+                    next_cmd=curl_cmd("GET", api.url(CRM, "/api/leads/?limit=1000"))):
+        start = shared(run_id, "integration-sweep-start", lambda: sweep(api, stack, run_id),
+                       wait=budget + api.http.timeout)
     yield start
-    sweep(api, stack, run_id)
+    sweep_failure("end-of-run sweep", sweep(api, stack, run_id), stack, api)
 
 
 # --------------------------------------------------------------------------- flows
@@ -404,8 +491,11 @@ def test_agent_task_runs_on_temporal(writes, api_auth: ApiCaller, records: Recor
     from temporalio.client import WorkflowExecutionStatus
 
     try:
-        desc = async_runner.run(temporal.get_workflow_handle(task_id).describe(),
-                                target.connect_timeout + 5)
+        desc = temporal_call(
+            async_runner, temporal.get_workflow_handle(task_id).describe(
+                rpc_timeout=rpc_timeout(target.connect_timeout)),
+            f"Temporal DescribeWorkflowExecution {task_id}", target.connect_timeout + 1,
+            next_cmd=logs_cmd(stack.services[AI].container))
         status = desc.status
     except Exception as exc:  # noqa: BLE001 - RPC errors vary
         status, desc = None, exc
@@ -449,11 +539,7 @@ def test_no_leftovers_from_earlier_runs(writes, api_auth: ApiCaller, stack: Stac
     _need_services(stack, CRM)
     if swept is None:
         pytest.skip("no sweep ran")
-    if swept["error"] or swept["failures"]:
-        fail("[CLEANUP] sweep of earlier runs' records failed",
-             expected="lead listing and bulk DELETE ?tag= answering",
-             seen="; ".join(filter(None, [swept["error"], *swept["failures"]]))[:300],
-             cause=Cause.APP, next_cmd=logs_cmd(stack.services[CRM].container))
+    sweep_failure("start-of-run sweep", swept, stack, api_auth)
     remaining, error = leftover_tags(api_auth, run_id)
     again = sweep(api_auth, stack, run_id) if remaining else {"removed": {}}
     check(not again["removed"], "[CLEANUP] tagged records of earlier runs remain after the "

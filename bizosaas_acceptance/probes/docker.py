@@ -1,21 +1,47 @@
 """The Docker engine: a bounded client (local, tcp:// or ssh://) and the run's state.
 
 :func:`connect_docker` makes the client (first contact within
-``--connect-timeout``); :class:`DockerState` answers questions about the
-containers from the run's one shared snapshot (:mod:`.snapshot`).
+``--connect-timeout``) and wraps it in :class:`BoundedDocker`: every Docker API
+call carries a deadline and, when the engine does not answer, fails diagnosed,
+naming the call. :class:`DockerState` answers questions about the containers
+from the run's one shared snapshot (:mod:`.snapshot`).
+
+Deadlines (``c`` is ``--connect-timeout``, 5 s by default). They are socket
+deadlines: no single read from the engine waits longer; a stream also has a
+deadline for the whole of it.
+
+=====================  ==============  ============================================
+call                   deadline        why
+=====================  ==============  ============================================
+everything by default  c               metadata the engine answers in milliseconds
+                                       (ping, version, inspect, networks, images,
+                                       exec create/inspect)
+``stats`` (one-shot)   c + 2 s         waits for the engine's 1 s collection tick
+``exec_start``         set per call    the in-container probe's own bound
+                                       (:func:`~.snapshot.probe_budget`)
+streams (``logs``)     c per read,     the engine sends as it reads; a log that
+                       6 c in all      takes longer is cut, not waited for
+=====================  ==============  ============================================
+
+The old single client timeout of 30 s (``DOCKER_API_TIMEOUT``) let a hung
+engine hold one snapshot for 90 s (three rounds of calls), past pytest-timeout.
 """
 
 from __future__ import annotations
 
+import functools
 import os
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from bizosaas_acceptance.model.manifest import Service, Stack
 from bizosaas_acceptance.model.target import Target
-from bizosaas_acceptance.outcome import Cause, fail
+from bizosaas_acceptance.outcome import Cause, fail, waiting_on
 from bizosaas_acceptance.probes.retry import retry
 
 #: SSH channels one docker client may hold open: below sshd's default MaxSessions (10).
@@ -47,8 +73,142 @@ def _bound_ssh_channels(client: Any, channels: int, wait_s: float = 120) -> None
     adapter.get_connection = one_pool
 
 
-#: docker-py's timeout once connected: streamed logs, stats and execs take seconds.
-DOCKER_API_TIMEOUT = 30
+#: Extra seconds a one-shot ``stats`` call may wait (the engine's collection tick).
+STATS_EXTRA_S = 2.0
+#: A stream (logs) may last this many connect timeouts in all.
+STREAM_FACTOR = 6.0
+
+_TLS = threading.local()
+
+
+@contextmanager
+def docker_deadline(seconds: float) -> Iterator[None]:
+    """Docker API calls made in this block (this thread) wait at most ``seconds`` per read."""
+    before = getattr(_TLS, "deadline", None)
+    _TLS.deadline = seconds
+    try:
+        yield
+    finally:
+        _TLS.deadline = before
+
+
+def _docker_calls() -> frozenset[str]:
+    """The Docker API methods of docker-py's APIClient (not requests.Session's)."""
+    from docker.api.client import APIClient
+
+    names = set()
+    for name in dir(APIClient):
+        attr = getattr(APIClient, name, None)
+        module = getattr(attr, "__module__", "") or ""
+        if (not name.startswith("_") and callable(attr) and module.startswith("docker.api.")
+                and module != "docker.api.client"):
+            names.add(name)
+    return frozenset(names)
+
+
+class BoundedApi:
+    """docker-py's low-level client with a deadline on every call.
+
+    Attribute access passes through to the APIClient, so code written for
+    docker-py works unchanged; the Docker API methods (``inspect_container``,
+    ``stats``, ``logs``, ``exec_start``, ...) run inside
+    :func:`~bizosaas_acceptance.outcome.waiting_on`, so a timeout or a lost
+    connection fails diagnosed, naming the call and the engine. An error the
+    engine *answers* (404 NotFound, 409 Conflict) is raised as docker-py raises it.
+    """
+
+    def __init__(self, api: Any, endpoint: str, connect_timeout: float) -> None:
+        self._api = api
+        self._endpoint = endpoint
+        self._connect_timeout = connect_timeout
+        self._calls = _docker_calls()
+        # docker-py puts its one client-wide timeout on every request; ours depends
+        # on the call (thread-local, set around each call).
+        api._set_request_timeout = self._set_request_timeout
+
+    def _set_request_timeout(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        kwargs.setdefault("timeout", getattr(_TLS, "deadline", None) or self._connect_timeout)
+        return kwargs
+
+    def budget(self, name: str) -> float:
+        """The per-read deadline of Docker API call ``name`` (see the module doc)."""
+        override = getattr(_TLS, "deadline", None)
+        if override:
+            return override
+        if name == "stats":
+            return self._connect_timeout + STATS_EXTRA_S
+        return self._connect_timeout
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._api, name)
+        if name not in self._calls or not callable(attr):
+            return attr
+        return functools.partial(self._call, name, attr)
+
+    def _describe(self, name: str, args: tuple[Any, ...]) -> str:
+        subject = str(args[0])[:80] if args and isinstance(args[0], str) else ""
+        return f"Docker API {name}({subject}) on {self._endpoint}"
+
+    def _next_cmd(self, name: str, args: tuple[Any, ...]) -> list[str]:
+        subject = str(args[0]) if args and isinstance(args[0], str) else ""
+        if name == "logs" and subject:
+            return [f"time docker logs --tail 50 {subject}", "docker info"]
+        if name in ("inspect_container", "stats") and subject:
+            return [f"time docker inspect {subject} >/dev/null", "docker info"]
+        return ["time docker info", "systemctl status docker  # or: journalctl -u docker"]
+
+    def _call(self, name: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        __tracebackhide__ = True
+        budget = self.budget(name)
+        what = self._describe(name, args)
+        nxt = self._next_cmd(name, args)
+        with waiting_on(what, cause=Cause.WONT_START, next_cmd=nxt, budget=budget,
+                        expected=f"the Docker engine answering within {budget:g}s"), \
+                docker_deadline(budget):
+            result = fn(*args, **kwargs)
+        if kwargs.get("stream") and hasattr(result, "__next__"):
+            return self._stream(result, what, nxt, budget)
+        return result
+
+    def _stream(self, stream: Any, what: str, nxt: list[str], budget: float) -> Iterator[Any]:
+        """Iterate a stream: each read within ``budget``, the whole within STREAM_FACTOR c."""
+        total = self._connect_timeout * STREAM_FACTOR
+        deadline = time.monotonic() + total
+        try:
+            while True:
+                with waiting_on(what, cause=Cause.WONT_START, next_cmd=nxt, budget=budget,
+                                expected=f"the whole stream within {total:g}s"):
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"the stream was still open after {total:g}s")
+                    try:
+                        item = next(stream)
+                    except StopIteration:
+                        return
+                yield item
+        finally:
+            close = getattr(stream, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:  # noqa: BLE001, S110 - closing a broken stream
+                    pass
+
+
+class BoundedDocker:
+    """A docker-py client whose ``api`` is a :class:`BoundedApi`."""
+
+    def __init__(self, client: Any, target: Target) -> None:
+        self.client = client
+        self.api = BoundedApi(client.api, target.docker_display(), target.connect_timeout)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+    def __repr__(self) -> str:
+        return f"<BoundedDocker {self.api._endpoint}>"
+
+    def close(self) -> None:
+        self.client.close()
 
 
 def _docker_client(target: Target, timeout: float) -> Any:
@@ -69,12 +229,14 @@ def _docker_client(target: Target, timeout: float) -> Any:
     return client
 
 
-def connect_docker(target: Target) -> Any:
-    """A docker-py client for ``--docker-host`` / ``$DOCKER_HOST``, pinged; raises on failure.
+def connect_docker(target: Target) -> BoundedDocker:
+    """A bounded docker-py client for ``--docker-host`` / ``$DOCKER_HOST``, pinged;
+    raises on failure.
 
     First contact (the version query in the constructor, the ping) is bounded by
     --connect-timeout: an engine port that accepts and never answers fails once
-    per process within it, instead of holding every worker for the API timeout.
+    per process within it, instead of holding every worker. Every later call
+    has its own deadline (see the module doc).
     """
 
     def connect() -> Any:
@@ -82,9 +244,12 @@ def connect_docker(target: Target) -> Any:
         client.ping()
         return client
 
-    client = retry(connect, target.connect_timeout)
-    client.api.timeout = DOCKER_API_TIMEOUT
-    return client
+    return BoundedDocker(retry(connect, target.connect_timeout), target)
+
+
+def snapshot_budget(connect_timeout: float) -> float:
+    """Longest a snapshot may take: inspect, two stats rounds, images (each one deadline)."""
+    return 4 * connect_timeout + 2 * STATS_EXTRA_S
 
 
 
@@ -101,6 +266,9 @@ class DockerState:
     usage: dict[str, dict[str, Any]]
     images: dict[str, bool]
     taken_at: float
+
+    def __repr__(self) -> str:
+        return f"<docker state of {len(self.containers)} containers>"
 
     def container(self, svc: Service) -> dict[str, Any] | None:
         return self.containers.get(svc.container)
@@ -145,10 +313,12 @@ def prefetch_snapshot(run_id: str, stack: Stack, target: Target) -> None:
     Workers (and the fixture) block on the snapshot's file lock until it is
     written. Any failure is left for the fixtures to report.
     """
+    from bizosaas_acceptance.outcome import Diagnosed
     from bizosaas_acceptance.probes.snapshot import shared, take_snapshot
 
     try:
         client = connect_docker(target)
-        shared(run_id, "docker-snapshot", lambda: take_snapshot(client, snapshot_names(stack)))
-    except Exception:  # noqa: BLE001, S110 - the fixture reports it properly
+        shared(run_id, "docker-snapshot", lambda: take_snapshot(client, snapshot_names(stack)),
+               wait=snapshot_budget(target.connect_timeout) + target.connect_timeout)
+    except (Exception, Diagnosed):  # noqa: BLE001, S110 - the fixtures report it properly
         pass
