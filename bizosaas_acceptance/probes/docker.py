@@ -21,6 +21,8 @@ everything by default  c               metadata the engine answers in millisecon
                                        (:func:`~.snapshot.probe_budget`)
 streams (``logs``)     c per read,     the engine sends as it reads; a log that
                        6 c in all      takes longer is cut, not waited for
+                                       (docker-py's own "no timeout on a stream"
+                                       is switched off)
 =====================  ==============  ============================================
 
 The old single client timeout of 30 s (``DOCKER_API_TIMEOUT``) let a hung
@@ -125,6 +127,9 @@ class BoundedApi:
         # docker-py puts its one client-wide timeout on every request; ours depends
         # on the call (thread-local, set around each call).
         api._set_request_timeout = self._set_request_timeout
+        # docker-py takes the timeout off a streamed response's socket ("block
+        # forever on a stream"); ours keeps its per-read deadline.
+        api._disable_socket_timeout = lambda sock: None
 
     def _set_request_timeout(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         kwargs.setdefault("timeout", getattr(_TLS, "deadline", None) or self._connect_timeout)
