@@ -13,6 +13,8 @@ a traceback with locals or arguments, whatever ``--tb``, ``-l`` or
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from bizosaas_acceptance import guard
@@ -22,6 +24,8 @@ from bizosaas_acceptance.secrets import MASKER, mask_report
 from bizosaas_acceptance.state import RUN_ID
 
 _LEARNED = pytest.StashKey[bool]()
+#: Until when reports may wait for the run's snapshot (one bounded wait per process).
+_WAIT_UNTIL = pytest.StashKey[float]()
 
 
 def learn_container_secrets(config: pytest.Config) -> None:
@@ -33,8 +37,17 @@ def learn_container_secrets(config: pytest.Config) -> None:
     """
     if config.stash.get(_LEARNED, False) or RUN_ID not in config.stash:
         return
+    if _WAIT_UNTIL not in config.stash:
+        # The snapshot's producer is bounded (probes.docker.snapshot_budget); reports
+        # wait for it once, in all at most that long, never once per report.
+        from bizosaas_acceptance.probes.docker import snapshot_budget
+        from bizosaas_acceptance.state import SETTINGS
+
+        timeout = float(config.stash.get(SETTINGS, {}).get("connect_timeout") or 5)
+        config.stash[_WAIT_UNTIL] = time.monotonic() + snapshot_budget(timeout) + timeout
+    wait = max(0.0, config.stash[_WAIT_UNTIL] - time.monotonic())
     try:
-        raw = shared_if_present(config.stash[RUN_ID], "docker-snapshot")
+        raw = shared_if_present(config.stash[RUN_ID], "docker-snapshot", wait=wait)
     except (OSError, ValueError):
         return  # unreadable: try again at the next report
     if raw is None:

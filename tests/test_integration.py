@@ -146,6 +146,11 @@ class Records:
 
     api: ApiCaller
     items: list[Record] = field(default_factory=list)
+    #: Requests of the cleanup that got no answer in time (or were not sent for lack of it).
+    hung: list[str] = field(default_factory=list)
+
+    def __repr__(self) -> str:
+        return f"<records of {self.api.tag}: {len(self.items)}>"
 
     def add(self, service: str, delete_path: str, what: str,
             check_path: str | None = None, settle: bool = False) -> None:
@@ -173,6 +178,7 @@ class Records:
             if budget.timeout() is None:
                 problems.append(f"{rec.what}: DELETE {url} not sent (the cleanup's "
                                 f"{budget.total:g}s were spent)")
+                self.hung.append(f"DELETE {url}")
                 continue
             if rec.settle:
                 self._settle(rec, budget)
@@ -180,6 +186,8 @@ class Records:
                                           timeout=budget.timeout())
             if not reply.ok or reply.status not in (200, 202, 204, 404):
                 problems.append(f"{rec.what}: DELETE {url} -> {reply.describe(120)}")
+                if not reply.ok:
+                    self.hung.append(f"DELETE {url}")
                 continue
             if rec.check_path and budget.timeout() is not None:
                 seen = self.api.http.request("GET", self.api.url(rec.service, rec.check_path),
@@ -202,7 +210,7 @@ def records(api_auth: ApiCaller, stack: Stack) -> Iterator[Records]:
         if problems:
             svc = stack.services[CRM] if CRM in stack.services else next(iter(
                 stack.services.values()))
-            hung = any("within" in p or "timeout" in p or "not sent" in p for p in problems)
+            hung = bool(recs.hung)
             fail(f"[CLEANUP] {len(problems)} record(s) of run {api_auth.tag} not removed",
                  expected="every record the flow created deleted and gone (404), within "
                           f"{CLEANUP_ROUNDS} x --http-timeout",
@@ -225,16 +233,18 @@ def _created(value: Any) -> float | None:
         return None
 
 
-def leftover_tags(api: ApiCaller, this_run: str, timeout: float | None = None
-                  ) -> tuple[dict[str, str], str | None]:
+def leftover_tags(api: ApiCaller, this_run: str, timeout: float | None = None,
+                  hung: list[str] | None = None) -> tuple[dict[str, str], str | None]:
     """Tags of other runs that may be removed: finished here, or stale anywhere.
 
     Returns {tag: reason} and an error text (naming the request) when the lead
-    listing is unavailable.
+    listing is unavailable; a listing that got no answer at all is added to ``hung``.
     """
     tags = {run_tag(r): "run finished" for r in finished_runs()[:50] if r != this_run}
     url = api.url(CRM, "/api/leads/?limit=1000")
     reply = api.http.request("GET", url, timeout=timeout)
+    if not reply.ok and hung is not None:
+        hung.append(f"GET {url}")
     if not reply.ok or reply.status != 200:
         return tags, f"GET {url} -> {reply.describe(120)}"
     try:
@@ -259,7 +269,8 @@ def sweep(api: ApiCaller, stack: Stack, this_run: str) -> dict[str, Any]:
     not asked again, and what could not be sent in time is reported as such.
     """
     budget = Budget(api.http.timeout, SWEEP_ROUNDS)
-    tags, error = leftover_tags(api, this_run, budget.timeout())
+    hung: list[str] = []  # requests that got no answer at all
+    tags, error = leftover_tags(api, this_run, budget.timeout(), hung)
     removed: dict[str, int] = {}
     failures: list[str] = []
     dead: dict[str, str] = {}  # service -> the request that got no answer
@@ -286,12 +297,13 @@ def sweep(api: ApiCaller, stack: Stack, this_run: str) -> dict[str, Any]:
                 failures.append(f"DELETE {url} -> {reply.describe(80)}")
                 if not reply.ok:
                     dead[service] = f"DELETE {url}"
+                    hung.append(dead[service])
     if skipped:
         failures.append(f"{skipped} DELETE(s) not sent: "
                         + (f"no answer from {', '.join(dead.values())}; " if dead else "")
                         + f"the sweep stops within {budget.total:g}s")
     return {"tags": tags, "removed": removed, "failures": failures, "error": error,
-            "took_s": round(budget.total - budget.left(), 2)}
+            "hung": hung, "took_s": round(budget.total - budget.left(), 2)}
 
 
 def sweep_failure(what: str, result: dict[str, Any], stack: Stack, api: ApiCaller) -> None:
@@ -300,7 +312,7 @@ def sweep_failure(what: str, result: dict[str, Any], stack: Stack, api: ApiCalle
     problems = [p for p in (result["error"], *result["failures"]) if p]
     if not problems:
         return
-    hung = any("within" in p or "timeout" in p for p in problems)
+    hung = bool(result.get("hung"))
     fail(f"[CLEANUP] {what} of earlier runs' records failed",
          expected="lead listing and bulk DELETE ?tag= answering within --http-timeout "
                   f"({api.http.timeout:g}s)",
