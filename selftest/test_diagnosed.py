@@ -163,8 +163,9 @@ def test_every_client_constructor_names_its_deadline() -> None:
     assert not problems, "\n".join(problems)
     # The scan sees the suite's real call sites (it is not vacuous).
     for pattern in ("psycopg.connect", "redis.Redis", "hvac.Client", "Client.connect",
-                    "HttpProbe", "session.request", "socket.create_connection", "workflow_service.*",
-                    "start_workflow", "handle.result", "get_workflow_handle().describe"):
+                    "HttpProbe", "session.request", "socket.create_connection",
+                    "workflow_service.*", "start_workflow", "handle.result",
+                    "get_workflow_handle().describe"):
         assert found[pattern], (pattern, dict(found))
 
 
@@ -320,3 +321,41 @@ def test_suite_bug_and_guard_are_labelled(pytester: pytest.Pytester) -> None:
     assert_clean(texts, REPRS)
     for where, text in texts.items():  # locals never shown, even with -l
         assert "hunter2" not in text and "holder =" not in text, where
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+@pytest.mark.stack
+def test_postgres_statements_are_bounded_both_sides() -> None:
+    """The server's statement_timeout ends a slow statement; when the server itself
+    stops answering (here: statement_timeout switched off), the client's watchdog does."""
+    import psycopg
+
+    from bizosaas_acceptance.options import BY_NAME
+    from bizosaas_acceptance.outcome import Diagnosed
+    from bizosaas_acceptance.probes.infra import BoundedPostgres, postgres_options
+
+    conn = psycopg.connect("host=127.0.0.1 port=5432 dbname=bizosaas_staging user=bizosaas",
+                           password=BY_NAME["postgres_password"].default, connect_timeout=5,
+                           options=postgres_options(1.0), autocommit=True)
+    where = "postgresql://bizosaas@127.0.0.1:5432/bizosaas_staging"
+    pg = BoundedPostgres(conn, where, 1.0, ["pg_isready -h 127.0.0.1"])
+    try:
+        assert pg.execute("SHOW statement_timeout").fetchone()[0] == "1s"
+        for setup, bound in ((None, 1.8), ("SET statement_timeout = 0", 2.8)):
+            if setup:
+                pg.execute(setup)
+            t0 = time.monotonic()
+            with pytest.raises(Diagnosed) as info:
+                pg.execute("SELECT pg_sleep(10)")
+            took = time.monotonic() - t0
+            assert took < bound, took
+            text = info.value.msg
+            assert text.startswith(f"[TIMEOUT] no answer within 1s: PostgreSQL "
+                                   f"`SELECT pg_sleep(10)` at {where}"), text
+            assert info.value.cause == "Database Connection Issues"
+            for line in SHAPE:
+                assert line in text, text
+    finally:
+        conn.close()

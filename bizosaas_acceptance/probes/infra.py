@@ -52,18 +52,27 @@ def vault_service(stack: Stack) -> Service:
 # --------------------------------------------------------------------------- sockets
 
 
+class _Watch:
+    """What a :func:`socket_watchdog` did: ``fired`` once it shut the socket down."""
+
+    fired = False
+
+
 @contextmanager
-def socket_watchdog(fileno: int, budget: float) -> Iterator[None]:
+def socket_watchdog(fileno: int, budget: float) -> Iterator[_Watch]:
     """Shut the socket ``fileno`` down if the block is still running after ``budget`` s.
 
     For clients that block in C with no deadline of their own (libpq waiting
-    for a result): the shutdown wakes the blocked read, which then fails.
+    for a result): the shutdown wakes the blocked read, which then fails; the
+    block raises :class:`TimeoutError` instead of the client's error.
     """
     done = threading.Event()
+    watch = _Watch()
 
     def expire() -> None:
         if done.is_set():
             return
+        watch.fired = True
         try:
             sock = socket.socket(fileno=fileno)
         except OSError:
@@ -79,7 +88,12 @@ def socket_watchdog(fileno: int, budget: float) -> Iterator[None]:
     timer.daemon = True
     timer.start()
     try:
-        yield
+        yield watch
+    except Exception as exc:
+        if watch.fired:
+            raise TimeoutError(f"no result within {budget:g}s: the suite closed the "
+                               f"connection ({type(exc).__name__})") from None
+        raise
     finally:
         done.set()
         timer.cancel()
