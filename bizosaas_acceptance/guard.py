@@ -112,11 +112,14 @@ def _own(filename: str) -> bool:
 
 
 def _display(filename: str) -> str:
+    """A path relative to the checkout (or the working directory) where it lies inside."""
     path = Path(filename)
-    try:
-        return str(path.relative_to(CHECKOUT_DIR))
-    except ValueError:
-        return filename
+    for base in (CHECKOUT_DIR, Path.cwd()):
+        try:
+            return str(path.relative_to(base))
+        except ValueError:
+            continue
+    return filename
 
 
 def _frames(summary: traceback.StackSummary) -> list[traceback.FrameSummary]:
@@ -158,8 +161,10 @@ def is_own_item(item: pytest.Item) -> bool:
         CHECKOUT_DIR / "tests", item.config.rootpath / "tests"))
 
 
-def _rerun(item: pytest.Item) -> str:
-    return f"pytest '{item.nodeid}' -p no:xdist  # reproduce, then report it with this message"
+def _rerun(item: pytest.Item, bug: bool = True) -> str:
+    if bug:
+        return f"pytest '{item.nodeid}' -p no:xdist  # reproduce, then report it with this message"
+    return f"pytest '{item.nodeid}' -p no:xdist  # ask again once the call above answers"
 
 
 # --------------------------------------------------------------------------- after the fact
@@ -194,7 +199,7 @@ def diagnose(item: pytest.Item, when: str, excinfo: pytest.ExceptionInfo[BaseExc
             cause=Cause.SLOW if timed_out else Cause.NETWORK,
             why="the target did not answer this call in time" if timed_out
             else "the connection failed or was lost",
-            next_cmd=_rerun(item)), Cause.SLOW if timed_out else Cause.NETWORK)
+            next_cmd=_rerun(item, bug=False)), Cause.SLOW if timed_out else Cause.NETWORK)
     if not is_own_item(item):
         return None
     first = (str(exc).strip().splitlines() or [""])[0]

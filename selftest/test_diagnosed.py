@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 import yaml
 
-from selftest.hostile import RawServer, app_service
+from selftest.hostile import RawServer, app_service, closed_port
 from selftest.hung import HungRoutes
 from selftest.stackrun import PROJECT_ROOT, Run, clean_env, run_suite
 
@@ -274,6 +274,15 @@ def test_uses_broken_fixture(broken):
 
 @pytest.mark.service("brain-api")
 @pytest.mark.health
+def test_unwrapped_client_call():
+    import requests
+
+    svc = Service(key="brain-api", container="brain", port=8001)
+    requests.get("http://127.0.0.1:CLOSED/api/status", timeout=1)  # refused, nobody wraps it
+
+
+@pytest.mark.service("brain-api")
+@pytest.mark.health
 @pytest.mark.timeout(2)
 def test_waits_without_our_deadline():
     svc = Service(key="brain-api", container="brain", port=8001)
@@ -287,7 +296,7 @@ def test_suite_bug_and_guard_are_labelled(pytester: pytest.Pytester) -> None:
         pytester.makeini("[pytest]\ntimeout = 60\n")
         (pytester.path / "tests").mkdir()
         (pytester.path / "tests" / "test_own.py").write_text(
-            OWN_MODULE.replace("SILENT", str(silent.port)))
+            OWN_MODULE.replace("SILENT", str(silent.port)).replace("CLOSED", str(closed_port())))
         t0 = time.monotonic()
         result = pytester.runpytest_subprocess(
             *PLUGIN, "tests", "-l", "--tb=long", "--fulltrace", "--junitxml=junit.xml",
@@ -303,6 +312,14 @@ def test_suite_bug_and_guard_are_labelled(pytester: pytest.Pytester) -> None:
                                      "(not the target): KeyError: 'port'"), bug
     assert "traceback (suite bug, innermost last):" in out
     assert "tests/test_own.py" in out and 'return {"svc": svc}["port"]' in out
+
+    # A transport error nobody diagnosed: diagnosed after the fact, naming the call.
+    unwrapped = checks["test_unwrapped_client_call"]
+    assert unwrapped["category"] == "Network Issues", unwrapped
+    assert unwrapped["message"].startswith(
+        "Failed: [CONNECT] the check of test_unwrapped_client_call: connection failed for "
+        "tests/test_own.py:"), unwrapped
+    assert 'requests.get("http://127.0.0.1:' in unwrapped["message"], unwrapped
 
     guard = checks["test_waits_without_our_deadline"]
     assert guard["category"] == "Suite Bug", guard
