@@ -34,6 +34,7 @@ import pytest
 from bizosaas_acceptance.outcome import (
     Cause,
     Diagnosed,
+    NoAnswer,
     describe_error,
     in_flight,
     is_timeout,
@@ -182,6 +183,8 @@ def diagnose(item: pytest.Item, when: str, excinfo: pytest.ExceptionInfo[BaseExc
     None when the failure is left as it is (a foreign module's own assertion).
     """
     exc = excinfo.value
+    if isinstance(exc, NoAnswer):
+        return exc.diagnosed  # diagnosed where it happened, naming the request
     tb = traceback.extract_tb(exc.__traceback__)
     phase = {"setup": "setup", "call": "the check", "teardown": "teardown"}.get(when, when)
     if _pytest_timeout_fired(exc):

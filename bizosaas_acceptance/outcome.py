@@ -229,6 +229,8 @@ def is_transport(exc: BaseException) -> bool:
     rather than an answer (an HTTP error status) or a bug in the suite."""
     if isinstance(exc, OutcomeException):
         return False
+    if isinstance(exc, NoAnswer):
+        return True
     names = _mro_names(exc)
     if "requests.exceptions.HTTPError" in names:
         return False  # an answer: docker.errors.APIError and friends
@@ -248,9 +250,25 @@ def describe_error(exc: BaseException, limit: int = 200) -> str:
     return f"{type(exc).__name__}: {short(exc, limit)}"
 
 
+class NoAnswer(Exception):  # noqa: N818 - it is what happened, not an "error" of ours
+    """A request that got no answer (timed out, refused, lost), with its diagnosis.
+
+    An ordinary exception, so that code handling errors itself (``except
+    Exception``: a background sampler, a check with its own message) still can;
+    when nobody does, the report shows :attr:`diagnosed` (see
+    :func:`bizosaas_acceptance.guard.diagnose`), and an enclosing
+    :func:`waiting_on` passes it on as is: the innermost request is the one named.
+    """
+
+    def __init__(self, diagnosed: Diagnosed) -> None:
+        super().__init__(diagnosed.msg.splitlines()[0])
+        self.diagnosed = diagnosed
+
+
 @contextmanager
 def waiting_on(request: str, *, cause: str, next_cmd: str | list[str],
-               budget: float | None = None, expected: str | None = None) -> Iterator[None]:
+               budget: float | None = None, expected: str | None = None,
+               as_exception: bool = False) -> Iterator[None]:
     """Name the request a block waits on; a transport failure inside it is diagnosed.
 
     ``request`` says what goes out and where (``GET http://host:port/path``,
@@ -267,6 +285,8 @@ def waiting_on(request: str, *, cause: str, next_cmd: str | list[str],
           next:     ...
 
     Other exceptions (answers such as HTTP error statuses, and bugs) pass unchanged.
+    With ``as_exception`` the failure is raised as :class:`NoAnswer` (an
+    ``Exception``) instead, for code used outside checks too (the Docker client).
     """
     __tracebackhide__ = True
     entry = (request, time.monotonic(), budget)
@@ -276,11 +296,18 @@ def waiting_on(request: str, *, cause: str, next_cmd: str | list[str],
     try:
         yield
     except Exception as exc:
+        if isinstance(exc, NoAnswer):
+            if as_exception:
+                raise
+            raise exc.diagnosed from None
         if not is_transport(exc):
             raise
-        raise transport_failure(exc, request, cause=cause, next_cmd=next_cmd, budget=budget,
-                                expected=expected,
-                                took=time.monotonic() - entry[1]) from None
+        diagnosed = transport_failure(exc, request, cause=cause, next_cmd=next_cmd,
+                                      budget=budget, expected=expected,
+                                      took=time.monotonic() - entry[1])
+        if as_exception:
+            raise NoAnswer(diagnosed) from None
+        raise diagnosed from None
     finally:
         with _INFLIGHT_LOCK:
             stack = _INFLIGHT.get(ident, [])

@@ -2,12 +2,17 @@
 
 Every method is served; a request whose path starts with one of ``hung``
 prefixes is accepted, read, and never answered (the handler waits until the
-server stops); any other path answers ``200 {"status": "ok"}`` at once. Listens
-on 127.0.0.1, in the self-tests' port range (selftest/hostile.py).
+server stops); a path in ``answers`` gets that JSON; any other path answers
+``200 {"status": "ok"}`` at once. Listens on 127.0.0.1, in the self-tests'
+port range (selftest/hostile.py).
+
+:data:`DOCKER_ANSWERS` make it a Docker engine that answers ``/_ping`` and
+``/version`` (so a client connects) and hangs wherever told.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -16,6 +21,11 @@ from selftest.hostile import free_port
 
 #: The longest a hung request is held (the server also lets go when it stops).
 HOLD_S = 120
+#: Enough of the Docker API for docker-py to connect.
+DOCKER_ANSWERS: dict[str, Any] = {
+    "/_ping": "OK",
+    "/version": {"ApiVersion": "1.41", "Version": "24.0.0", "MinAPIVersion": "1.12"},
+}
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -35,9 +45,11 @@ class _Handler(BaseHTTPRequestHandler):
         if any(path.startswith(p) for p in server.hung):
             server.stopped.wait(HOLD_S)
             return
-        body = b'{"status": "ok"}'
+        answer = server.answers.get(path, {"status": "ok"})
+        plain = isinstance(answer, str)
+        body = answer.encode() if plain else json.dumps(answer).encode()
         self.send_response(200)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", "text/plain" if plain else "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -48,8 +60,10 @@ class _Handler(BaseHTTPRequestHandler):
 class HungRoutes:
     """``with HungRoutes(["/api/leads/"]) as srv:`` — ``srv.port``, ``srv.seen``."""
 
-    def __init__(self, hung: list[str], port: int | None = None) -> None:
+    def __init__(self, hung: list[str], port: int | None = None,
+                 answers: dict[str, Any] | None = None) -> None:
         self.hung = list(hung)
+        self.answers = dict(answers or {})
         self.port = port or free_port()
         self.seen: list[str] = []
         self.lock = threading.Lock()

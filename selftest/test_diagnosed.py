@@ -31,7 +31,7 @@ import pytest
 import yaml
 
 from selftest.hostile import RawServer, app_service, closed_port
-from selftest.hung import HungRoutes
+from selftest.hung import DOCKER_ANSWERS, HungRoutes
 from selftest.stackrun import PROJECT_ROOT, Run, clean_env, run_suite
 
 TIMEOUT = 2
@@ -114,7 +114,8 @@ REQUIRED: list[tuple[str, tuple[str, ...]]] = [
 ]
 #: Calls that must never appear: clients without a deadline of ours.
 FORBIDDEN_CALLS = ("requests.get", "requests.post", "requests.put", "requests.delete",
-                   "requests.request", "urlopen", "http.client.HTTPConnection")
+                   "requests.head", "requests.request", "urlopen", "urllib.request.urlopen",
+                   "request.urlopen", "http.client.HTTPConnection", "HTTPConnection")
 
 
 def _dotted(node: ast.AST) -> str:
@@ -148,7 +149,7 @@ def test_every_client_constructor_names_its_deadline() -> None:
                 continue
             callee = _dotted(node.func)
             where = f"{path.relative_to(PROJECT_ROOT)}:{node.lineno} {callee}"
-            if any(callee == f or callee.endswith("." + f) for f in FORBIDDEN_CALLS):
+            if callee in FORBIDDEN_CALLS:
                 problems.append(f"{where}: a client without the suite's deadline")
             for pattern, needed in REQUIRED:
                 if not _matches(callee, pattern):
@@ -191,14 +192,17 @@ def hung_manifest(tmp_path: Path, crm: int, brain: int, vault: int) -> Path:
 def test_hung_routes_fail_diagnosed_within_bounds(tmp_path: Path) -> None:
     """Like a locked table: django-crm's lead routes and Vault's API accept and never answer."""
     with HungRoutes(["/api/leads/"]) as crm, HungRoutes([]) as brain, \
-            HungRoutes(["/v1/"]) as vault:
+            HungRoutes(["/v1/"]) as vault, \
+            HungRoutes(["/v1.41/containers/"], answers=DOCKER_ANSWERS) as engine:
         manifest = hung_manifest(tmp_path, crm.port, brain.port, vault.port)
         t0 = time.monotonic()
         run = run_suite(tmp_path / "out", f"--stack={manifest}", "tests/test_integration.py",
-                        "tests/test_infra.py", "--allow-writes=true",
+                        "tests/test_infra.py", "tests/test_containers.py",
+                        "--allow-writes=true",
                         "--api-token=hung-token-0123456789", f"--http-timeout={TIMEOUT}",
                         f"--connect-timeout={TIMEOUT}", "-n", "0",
-                        "-l", "--tb=long", "--fulltrace", timeout=120)
+                        "-l", "--tb=long", "--fulltrace", timeout=120,
+                        env=clean_env(DOCKER_HOST=f"tcp://127.0.0.1:{engine.port}"))
         took = time.monotonic() - t0
         asked = list(crm.seen)
     assert run.ret == 1 and "INTERNALERROR" not in run.stdout + run.stderr, run.summary()
@@ -211,6 +215,14 @@ def test_hung_routes_fail_diagnosed_within_bounds(tmp_path: Path) -> None:
     assert f"[TIMEOUT] no answer within {TIMEOUT}s: Vault GET {vault_url}/v1/sys/health" \
         in vault_check["message"], vault_check
     assert vault_check["category"] == "Vault Unavailable"
+
+    # In setup: the run's Docker snapshot waiting on an engine that answers its ping but
+    # hangs on inspect: every container check fails at once, naming the call.
+    docker = checks["test_running[django-crm]"]
+    assert docker["outcome"] == "error", run.summary()
+    assert (f"[TIMEOUT] no answer within {TIMEOUT}s: Docker API inspect_container(" in
+            docker["message"]) and f"on tcp://127.0.0.1:{engine.port}" in docker["message"], docker
+    assert docker["category"] == "Container Won't Start"
 
     # In setup: the sweep waiting on the hung listing, bounded, reported by its check.
     sweep = checks["test_no_leftovers_from_earlier_runs"]

@@ -115,8 +115,10 @@ class BoundedApi:
     docker-py works unchanged; the Docker API methods (``inspect_container``,
     ``stats``, ``logs``, ``exec_start``, ...) run inside
     :func:`~bizosaas_acceptance.outcome.waiting_on`, so a timeout or a lost
-    connection fails diagnosed, naming the call and the engine. An error the
-    engine *answers* (404 NotFound, 409 Conflict) is raised as docker-py raises it.
+    connection raises :class:`~bizosaas_acceptance.outcome.NoAnswer` carrying the
+    diagnosis (naming the call and the engine): an ordinary exception, so code
+    that samples in the background can still record it. An error the engine
+    *answers* (404 NotFound, 409 Conflict) is raised as docker-py raises it.
     """
 
     def __init__(self, api: Any, endpoint: str, connect_timeout: float) -> None:
@@ -168,8 +170,8 @@ class BoundedApi:
         what = self._describe(name, args)
         nxt = self._next_cmd(name, args)
         with waiting_on(what, cause=Cause.WONT_START, next_cmd=nxt, budget=budget,
-                        expected=f"the Docker engine answering within {budget:g}s"), \
-                docker_deadline(budget):
+                        expected=f"the Docker engine answering within {budget:g}s",
+                        as_exception=True), docker_deadline(budget):
             result = fn(*args, **kwargs)
         if kwargs.get("stream") and hasattr(result, "__next__"):
             return self._stream(result, what, nxt, budget)
@@ -182,7 +184,8 @@ class BoundedApi:
         try:
             while True:
                 with waiting_on(what, cause=Cause.WONT_START, next_cmd=nxt, budget=budget,
-                                expected=f"the whole stream within {total:g}s"):
+                                expected=f"the whole stream within {total:g}s",
+                                as_exception=True):
                     if time.monotonic() > deadline:
                         raise TimeoutError(f"the stream was still open after {total:g}s")
                     try:
