@@ -187,6 +187,13 @@ class GatePlugin:
         target = self.config.stash.get(TARGET, None)
         return (stack.name if stack is not None else "", target.host if target is not None else "")
 
+    def _selection(self) -> str:
+        """The run's check selection (-m, -k), so history compares like with like."""
+        opt = self.config.option
+        parts = [f"-m {opt.markexpr}" if getattr(opt, "markexpr", "") else "",
+                 f"-k {opt.keyword}" if getattr(opt, "keyword", "") else ""]
+        return " ".join(p for p in parts if p)
+
     def _compare(self, summary: Summary) -> dict[str, Any] | None:
         """Changes since the baseline (--baseline) or the previous run on this stack+target."""
         stack, target = self._where()
@@ -196,7 +203,7 @@ class GatePlugin:
                               for c in summary.checks]}
         try:
             recent = history.recent(self.history_dir, stack=stack, target=target,
-                                    exclude_run_id=run_id)
+                                    exclude_run_id=run_id, selection=self._selection())
         except OSError:
             recent = []
         if self.baseline is not None:
@@ -224,6 +231,7 @@ class GatePlugin:
                 exit_status=self.exit_status,
                 stack=stack, target=target, changes=self.changes,
             )
+            data["selection"] = self._selection()
             self.config.hook.pytest_bizosaas_gate_json(config=self.config, data=data)
             write_json(self.json_path, data)
             self.json_written = True

@@ -232,7 +232,7 @@ def value_repr(exc: Diagnosed) -> Any:
     """A report's longrepr for ``exc``: its message only (no traceback, locals, arguments)."""
     try:
         raise exc
-    except Diagnosed:
+    except BaseException:  # noqa: BLE001 - only ever exc itself (any copy of its class)
         info = pytest.ExceptionInfo.from_current()
     return info.getrepr(style="value", showlocals=False, funcargs=False, chain=False)
 

@@ -225,12 +225,19 @@ def recent(
     target: str | None,
     exclude_run_id: str | None = None,
     limit: int = FLAKY_WINDOW,
+    selection: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Up to ``limit`` archived runs against the same stack and target, newest first."""
+    """Up to ``limit`` archived runs against the same stack and target, newest first.
+
+    With ``selection`` (the run's -m/-k), only runs that selected the same
+    checks compare: ``-m soak`` after a full run is not "693 removed checks".
+    """
     out: list[dict[str, Any]] = []
     if limit < 1:
         return out
     for doc in _newest_first(history_dir):
+        if selection is not None and doc.get("selection", "") != selection:
+            continue
         if _matches(doc, stack, target, exclude_run_id):
             out.append(doc)
             if len(out) >= limit:

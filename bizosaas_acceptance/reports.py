@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 
 import pytest
+from _pytest.outcomes import Failed
 
 from bizosaas_acceptance import guard
 from bizosaas_acceptance.outcome import CAUSE_PROPERTY, Diagnosed
@@ -63,8 +64,12 @@ def finish_report(item: pytest.Item, call: pytest.CallInfo[None],
     """Diagnose the failure, put its cause on the report as data, then mask the report."""
     excinfo = call.excinfo
     if excinfo is not None and report.failed:
-        diagnosed = excinfo.value if isinstance(excinfo.value, Diagnosed) else guard.diagnose(
-            item, call.when, excinfo)
+        # Duck-typed as well: pytester's in-process runs may hold another copy of the
+        # module (sys.modules is restored between runs), hence another Diagnosed class.
+        value = excinfo.value
+        is_diagnosed = isinstance(value, Diagnosed) or (
+            isinstance(value, Failed) and isinstance(getattr(value, "cause", None), str))
+        diagnosed = value if is_diagnosed else guard.diagnose(item, call.when, excinfo)
         if diagnosed is not None:
             report.longrepr = guard.value_repr(diagnosed)
             report.user_properties.append((CAUSE_PROPERTY, diagnosed.cause))

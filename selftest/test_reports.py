@@ -17,7 +17,7 @@ GATE_FIELDS = {
     "run_id", "started", "finished", "duration_s", "exit_status", "verdict", "pass_rate",
     "threshold", "critical_enforced", "passed", "failed", "errors", "skipped", "xfailed",
     "xpassed", "total", "critical_failures", "reasons", "per_suite", "per_service", "matrix",
-    "checks", "stack", "target", "not_run", "load_errors", "changes",
+    "checks", "stack", "target", "not_run", "load_errors", "changes", "selection",
 }
 CHECK_FIELDS = {"nodeid", "suite", "service", "critical", "outcome", "duration", "message",
                 "category"}
