@@ -90,15 +90,47 @@ def test_settings_fatal_gaps() -> None:
     assert s.port == 8010 and s.fault_slow_ms == 250 and s.rate_limit == 10000
 
 
-def test_benign_log_lines_never_match_the_log_scan(capsys: pytest.CaptureFixture[str]) -> None:
+def test_log_lines_are_never_rewritten(capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 11 §5: the stand-ins do not hide error-like words from the log scan.
+
+    A benign line that contains one is written as is; the manifest's log
+    allow-list (with a reason) is what excuses it, as on a real deployment.
+    """
     logs.log("warning", "request rejected", path="/api/error/Exception", reason="OperationalError")
     logs.log("info", "Traceback panic CRITICAL", nested={"error_count": ["exception"]})
     out = capsys.readouterr().out
     assert out.count("\n") == 2
-    assert not LOG_SCAN.search(out)
-    for line in out.splitlines():
-        record = json.loads(line)
+    records = [json.loads(line) for line in out.splitlines()]
+    for record in records:
         assert {"ts", "level", "service", "msg"} <= set(record)
+    assert records[0]["path"] == "/api/error/Exception"
+    assert records[0]["reason"] == "OperationalError"
+    assert records[1]["msg"] == "Traceback panic CRITICAL"
+    assert records[1]["nested"] == {"error_count": ["exception"]}
+    assert LOG_SCAN.search(out)
+    assert logs.describe(RuntimeError("connection error\nmore")) == \
+        "RuntimeError: connection error"
+
+
+def test_python_warnings_become_one_warning_line(capsys: pytest.CaptureFixture[str]) -> None:
+    import logging
+    import warnings
+
+    root, access = logging.getLogger(), logging.getLogger("aiohttp.access")
+    saved = (warnings.showwarning, warnings.filters[:], root.handlers[:], root.level,
+             access.disabled)
+    try:
+        logs.configure_stdlib()
+        warnings.warn("'format_error' is deprecated.", DeprecationWarning, stacklevel=1)
+    finally:
+        warnings.showwarning, warnings.filters[:], root.handlers[:] = saved[:3]
+        root.setLevel(saved[3])
+        access.disabled = saved[4]
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert record["level"] == "warning"
+    assert record["msg"] == "DeprecationWarning: 'format_error' is deprecated."
+    path, _, line = record["location"].rpartition(":")
+    assert path.endswith("test_standins_unit.py") and line.isdigit()
 
 
 def test_error_lines_keep_their_words(capsys: pytest.CaptureFixture[str]) -> None:

@@ -41,6 +41,8 @@ MODULES = {
 # Held for the life of the process (FAULT_MEMORY_MB).
 _BALLAST: list[bytearray] = []
 STARTUP_WAIT_S = 1.5
+LEAK_EVERY_S = 4
+STATS_EVERY_S = 60
 
 
 def anon_rss_mb() -> int:
@@ -68,6 +70,47 @@ def hold_memory(target_mb: int) -> None:
         block[i] = 1
     _BALLAST.append(block)
     log("warning", "Fault knob: holding memory", target_mb=target_mb, anon_rss_mb=anon_rss_mb())
+
+
+async def leak_memory_fault(mb_per_min: float, max_mb: int) -> None:
+    """FAULT_LEAK_MB_PER_MIN: a slow leak, a little every few seconds, capped.
+
+    Blocks are kept (and every page touched) like a cache that is never
+    evicted. The cap keeps the container well under its limit for the life of
+    a soak: 15 MB/min with the default 128 MB cap on a 256 MB container peaks
+    near 160 MB (about 62%) after 8.5 minutes, so a plain run (which judges
+    the level against 80%) does not see it; only the slope gives it away.
+    """
+    leaked = 0.0
+    step = mb_per_min * LEAK_EVERY_S / 60
+    log("warning", "Fault knob: leaking memory", mb_per_min=mb_per_min, max_mb=max_mb,
+        every_s=LEAK_EVERY_S)
+    while leaked + step <= max_mb:
+        block = bytearray(int(step * 1024 * 1024))
+        for i in range(0, len(block), 4096):
+            block[i] = 1
+        _BALLAST.append(block)
+        leaked += step
+        await asyncio.sleep(LEAK_EVERY_S)
+    log("warning", "Fault knob: leak reached its cap; holding", leaked_mb=round(leaked, 1),
+        anon_rss_mb=anon_rss_mb())
+
+
+async def request_stats(rt: Runtime) -> None:
+    """Every STATS_EVERY_S (and once at start): requests and failures since the last line.
+
+    "Failed" counts what the access log logs at level error (a 5xx the service
+    produced itself, not 502/503/504), so the rate is 0.00% exactly when no
+    such line was written. The manifest's log allow-list excuses only the zero
+    case; any other rate is a real error line.
+    """
+    while True:
+        total, failed = rt.window_requests, rt.window_failed
+        rt.window_requests = rt.window_failed = 0
+        rate = 100.0 * failed / total if total else 0.0
+        log("info", f"request stats (last {STATS_EVERY_S} s): {total} requests, "
+                    f"error rate {rate:.2f}% ({failed} of {total})")
+        await asyncio.sleep(STATS_EVERY_S)
 
 
 async def error_log_fault() -> None:
@@ -120,6 +163,9 @@ async def serve(settings: Settings) -> None:
         waited.append(asyncio.create_task(rt.module_ready.wait()))
     if settings.fault_error_log:
         tasks.append(asyncio.create_task(error_log_fault()))
+    if settings.fault_leak_mb_per_min > 0:
+        tasks.append(asyncio.create_task(
+            leak_memory_fault(settings.fault_leak_mb_per_min, settings.fault_leak_max_mb)))
     # With dependencies up, the "Connected to ..." lines come before
     # "Service started"; with them down we serve anyway (health says 503).
     await asyncio.wait(waited, timeout=STARTUP_WAIT_S)
@@ -144,6 +190,7 @@ async def serve(settings: Settings) -> None:
     )
     await site.start()
     log("info", "Service started", port=settings.port, version=__import__("bizostub").__version__)
+    tasks.append(asyncio.create_task(request_stats(rt)))
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -159,11 +159,21 @@ class Settings:
     fault_memory_mb: int
     fault_error_log: bool
     upstreams: dict[str, str]
+    # FAULT_LEAK_MB_PER_MIN / FAULT_LEAK_MAX_MB: a slow leak, bounded.
+    fault_leak_mb_per_min: float = 0.0
+    fault_leak_max_mb: int = 128
 
 
 def _int(env: dict[str, str], name: str, default: int) -> int:
     try:
         return int(env.get(name, "") or default)
+    except ValueError:
+        return default
+
+
+def _float(env: dict[str, str], name: str, default: float) -> float:
+    try:
+        return float(env.get(name, "") or default)
     except ValueError:
         return default
 
@@ -193,4 +203,6 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         fault_memory_mb=max(0, _int(env, "FAULT_MEMORY_MB", 0)),
         fault_error_log=env.get("FAULT_ERROR_LOG", "") in ("1", "true", "yes"),
         upstreams=parse_upstreams(env.get("UPSTREAMS")),
+        fault_leak_mb_per_min=max(0.0, _float(env, "FAULT_LEAK_MB_PER_MIN", 0.0)),
+        fault_leak_max_mb=max(0, _int(env, "FAULT_LEAK_MAX_MB", 128)),
     )

@@ -1,21 +1,21 @@
 """One JSON object per line on stdout.
 
-The logs suite greps for error-ish words, so info/warning lines are scrubbed
-of them: a client asking for ``/api/error`` must not look like a failure.
+Lines say what happened, word for word: nothing is rewritten to keep the
+acceptance suite's log scan quiet. A benign line that happens to contain an
+error-like word ("error rate 0.00%") is excused by the manifest's
+``logs.allow`` list, with its reason, as on a real deployment.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
+import warnings
 from datetime import UTC, datetime
 from typing import Any
 
 _SERVICE = "bizostub"
-_BAD = re.compile(r"(?i)error|critical|traceback|panic|exception")
-_SOFT = {"error": "err", "critical": "crit", "traceback": "tb", "panic": "pnc", "exception": "exc"}
 
 
 def set_service(name: str) -> None:
@@ -29,35 +29,18 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def scrub(text: str) -> str:
-    """Replace the words the log scan looks for (only used on benign levels)."""
-    return _BAD.sub(lambda m: _SOFT[m.group(0).lower()], text)
-
-
-def _clean(value: Any) -> Any:
-    if isinstance(value, str):
-        return scrub(value)
-    if isinstance(value, dict):
-        return {scrub(str(k)): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    return value
-
-
 def log(level: str, msg: str, **fields: Any) -> None:
     """Write one structured line. ``level``: info, warning, error, critical."""
     record: dict[str, Any] = {"ts": now_iso(), "level": level, "service": _SERVICE, "msg": msg}
     record.update(fields)
-    if level in ("info", "warning", "debug"):
-        record = _clean(record)
     sys.stdout.write(json.dumps(record, default=str) + "\n")
     sys.stdout.flush()
 
 
 def describe(exc: BaseException) -> str:
-    """A short, scrubbed description of why something failed (for warnings)."""
+    """A short description of why something failed: type and first line, as raised."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return scrub(f"{type(exc).__name__}: {text}"[:300])
+    return f"{type(exc).__name__}: {text}"[:300]
 
 
 class _JsonHandler(logging.Handler):
@@ -75,12 +58,23 @@ class _JsonHandler(logging.Handler):
         log(level, record.getMessage(), **fields)
 
 
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    """Python warnings (DeprecationWarning and friends) as one warning line each."""
+    log("warning", f"{category.__name__}: {message}", location=f"{filename}:{lineno}")
+
+
 def configure_stdlib() -> None:
-    """Send stdlib logging through :func:`log`; silence chatty libraries."""
+    """Send stdlib logging and Python warnings through :func:`log`.
+
+    Library warnings and errors (temporalio's worker included) are logged as
+    they come; only aiohttp's access log is off, because we write our own.
+    Deprecation warnings are shown once per place, as ``-W default`` would.
+    """
     root = logging.getLogger()
     root.handlers[:] = [_JsonHandler()]
     root.setLevel(logging.WARNING)
     # We write our own access log; aiohttp's would duplicate it.
     logging.getLogger("aiohttp.access").disabled = True
-    # Worker poll hiccups while Temporal restarts are not our failures.
-    logging.getLogger("temporalio").setLevel(logging.CRITICAL)
+    warnings.simplefilter("default", DeprecationWarning)
+    warnings.showwarning = _show_warning

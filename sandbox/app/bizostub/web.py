@@ -38,6 +38,9 @@ class Runtime:
     vault: Vault
     http: aiohttp.ClientSession | None = None
     active_requests: int = 0
+    # Since the last "request stats" line: answers, and those logged as failed.
+    window_requests: int = 0
+    window_failed: int = 0
     # Set by a service module's start() once its own dependency is connected.
     module_ready: asyncio.Event = field(default_factory=asyncio.Event)
     extra: dict[str, Any] = field(default_factory=dict)
@@ -191,8 +194,10 @@ async def access_log_mw(request: web.Request, handler: Handler) -> web.StreamRes
     finally:
         rt.active_requests -= 1
         ms = round((time.perf_counter() - start) * 1000, 2)
+        rt.window_requests += 1
         if status >= 500 and status not in (502, 503, 504):
             level, msg = "error", "request failed"
+            rt.window_failed += 1
         elif status >= 400:
             level, msg = "warning", "request rejected"
         else:

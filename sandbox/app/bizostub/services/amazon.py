@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import secrets
@@ -13,6 +14,7 @@ import psycopg
 from aiohttp import web
 
 from ..keys import CONNECTED
+from ..logs import log
 from ..web import ApiError, Runtime, cached_json, int_param, json_response, read_json, rt_of
 
 DDL = """
@@ -38,6 +40,7 @@ PRODUCTS = [
     ("B07PGL2ZSL", "Non-Slip Yoga Mat 6mm", "27.99", 4.6, 30511, True),
 ]
 ASIN = re.compile(r"^[A-Z0-9]{10}$")
+SWEEP_EVERY_S = 30
 
 
 async def setup_db(conn: psycopg.AsyncConnection[Any]) -> None:
@@ -180,6 +183,32 @@ async def delete_import(request: web.Request) -> web.Response:
     if await rt.db.execute("DELETE FROM sourcing.import_jobs WHERE job_id = %s", (job_id,)) == 0:
         raise ApiError(404, f"Import job {job_id} not found", {"job_id": job_id})
     return web.Response(status=204)
+
+
+async def start(rt: Runtime) -> None:
+    """Start the import-queue sweeper (it needs nothing else to be ready)."""
+    rt.module_ready.set()
+    rt.extra["sweeper"] = asyncio.create_task(_sweep_loop())
+
+
+async def _sweep_loop() -> None:
+    """The import queue's retry sweep, once at start and every SWEEP_EVERY_S.
+
+    Jobs stay ``queued`` (the stand-in never calls Amazon), so nothing is ever
+    retried and nothing fails: the line says so. It contains the word "error"
+    on a healthy service, as real workers' summaries do; the manifest's log
+    allow-list excuses exactly the zero case.
+    """
+    while True:
+        log("info", "import retry sweep: 0 job(s) retried, 0 error(s) in last batch")
+        await asyncio.sleep(SWEEP_EVERY_S)
+
+
+async def stop(rt: Runtime) -> None:
+    """Stop the sweeper."""
+    task = rt.extra.get("sweeper")
+    if task is not None:
+        task.cancel()
 
 
 def routes() -> list[web.RouteDef]:
