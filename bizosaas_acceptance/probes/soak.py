@@ -35,7 +35,7 @@ DEFAULT_SOAK: dict[str, Any] = {
     "redis_memory_slope_mb_per_min": 5,
     "error_rate_drift_pct": 1,         # error rate, last third minus first third
     "p95_drift_factor": 1.5,           # p95 of the last third vs the first third
-    "p95_drift_min_ms": 50,            # ... and by at least this much
+    "p95_drift_min_ms": 100,           # ... and by at least this much
 }
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h)?\s*$", re.I)
