@@ -15,7 +15,7 @@ SUITES: tuple[str, ...] = (
     "performance", "resources", "network", "logs", "integration",
 )
 #: Check families outside the ten suites, labelled like them in the gate's tables.
-EXTRA_SUITES: tuple[str, ...] = ("hygiene", "soak")
+EXTRA_SUITES: tuple[str, ...] = ("hygiene", "soak", "swarm")
 #: Suites the post-deploy ``verify`` marker selects.
 VERIFY_SUITES: frozenset[str] = frozenset({"containers", "health", "infra", "network", "resources"})
 
@@ -34,6 +34,10 @@ MARKERS: dict[str, str] = {
                "depends_on, missing external networks, exposed databases); only with --compose",
     "soak": "trends over a soak (memory slope, connection growth, error-rate and p95 "
             "drift); only with --soak DURATION",
+    "swarm": "Docker Swarm stack: replicas, task failures, update status, restart policy and "
+             "limits from the service spec, nodes, overlay networks; only with --swarm-stack",
+    "compose_only": "a check of what only Compose sets on a container (restart policy and "
+                    "count, bridge network); replaced by its swarm counterpart with --swarm-stack",
     "verify": "quick post-deploy subset (containers, health, infra, network, resources)",
     "critical": "check of a critical service: a failure fails the gate",
     "service(key)": "the service a check is about (stack manifest key)",

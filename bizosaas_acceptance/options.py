@@ -79,6 +79,18 @@ def _text(raw: str) -> str:
 _text.__name__ = "text"
 
 
+def _stack_name(raw: str) -> str:
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", raw):
+        raise ValueError("must be a Docker stack name (letters, digits, _ . -; "
+                         "as given to docker stack deploy)")
+    return raw
+
+
+_stack_name.__name__ = "stack name"
+
+
 def _choice(*choices: str) -> Callable[[str], str]:
     def parse(raw: str) -> str:
         if raw not in choices:
@@ -128,6 +140,11 @@ OPTIONS: tuple[Option, ...] = (
            _text, aliases=("--env",)),
     Option("docker_host", "DOCKER_HOST", None,
            "Docker endpoint (unix://, tcp://, ssh://user@host). Default: the local engine."),
+    Option("swarm_stack", "BIZOSAAS_SWARM_STACK", None,
+           "Check the Docker Swarm stack NAME (docker stack deploy, as Dokploy's stack "
+           "type): the services labelled com.docker.stack.namespace=NAME; manifest "
+           "service x is the Swarm service NAME_x. DOCKER_HOST must reach a manager. "
+           "Default: containers by name (docker compose).", _stack_name),
     Option("postgres_user", "BIZOSAAS_POSTGRES_USER", "bizosaas",
            "PostgreSQL user the suite connects as (read-only use)."),
     Option("postgres_password", "BIZOSAAS_POSTGRES_PASSWORD", "staging-pg-password",

@@ -109,11 +109,20 @@ def check(condition: bool, summary: str, *, expected: str, seen: str, cause: str
         fail(summary, expected=expected, seen=seen, cause=cause, why=why, next_cmd=next_cmd)
 
 
+#: The model's names that are Docker Swarm services (``--swarm-stack``, set at
+#: configure): their logs are service logs, their containers found by label.
+SWARM_SERVICES: set[str] = set()
+
+
 def logs_cmd(container: str, tail: int = 50) -> str:
+    if container in SWARM_SERVICES:
+        return f"docker service logs --tail {tail} {container}"
     return f"docker logs --tail {tail} {container}"
 
 
 def health_cmd(container: str) -> str:
+    if container in SWARM_SERVICES:
+        container = f"$(docker ps -q --filter label=com.docker.swarm.service.name={container})"
     return f"docker inspect --format '{{{{json .State.Health}}}}' {container}"
 
 

@@ -47,12 +47,18 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
 
 def _load_stack(settings: dict[str, Any]) -> tuple[Stack, dict[str, Any]]:
     compose = settings.get("compose") or []
+    project = None
     if compose:
-        from bizosaas_acceptance.model.compose import stack_from_compose
+        from bizosaas_acceptance.model.compose import load_compose, stack_from_compose
 
         stack = stack_from_compose(compose, overlay=settings.get("stack"))
+        project = load_compose(compose).name
     else:
         stack = load_manifest(settings.get("stack"))
+    if settings.get("swarm_stack"):
+        from bizosaas_acceptance.model.swarm import apply_swarm
+
+        stack = apply_swarm(stack, settings["swarm_stack"], project)
     return apply_environment(stack, settings.get("environment"))
 
 
@@ -89,6 +95,10 @@ def pytest_configure(config: pytest.Config) -> None:
     except ManifestError as exc:
         raise pytest.UsageError(str(exc)) from None
     config.stash[STACK] = stack
+    if settings.get("swarm_stack"):
+        from bizosaas_acceptance.outcome import SWARM_SERVICES
+
+        SWARM_SERVICES.update(s.container for s in stack.services.values())
     target = Target.from_settings(settings, stack, section)
     config.stash[TARGET] = target
     MASKER.add(target.postgres_password, target.redis_password, target.vault_token,
@@ -140,6 +150,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     _drop_hygiene_without_compose(config, items)
+    _drop_by_swarm_mode(config, items)
     for item in items:
         label(item)
 
@@ -157,6 +168,18 @@ def _drop_hygiene_without_compose(config: pytest.Config, items: list[pytest.Item
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = [i for i in items if i not in dropped]
+
+
+def _drop_by_swarm_mode(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Swarm checks judge a Swarm stack: without --swarm-stack they do not exist.
+    With it, checks of what only Compose sets on a container (``compose_only``:
+    its restart policy and count, a bridge network) give way to their Swarm
+    counterparts, which read the service spec and its tasks."""
+    drop = "compose_only" if config.stash[SETTINGS].get("swarm_stack") else "swarm"
+    dropped = [i for i in items if i.get_closest_marker(drop)]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [i for i in items if not i.get_closest_marker(drop)]
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)

@@ -30,6 +30,7 @@ def test_running(service: Service, docker_state) -> None:
                     f"'{{{{json .State}}}}' {service.container}"])
 
 
+@pytest.mark.compose_only  # Swarm: tests/test_swarm.py (tasks, spec)
 def test_not_restarting(service: Service, docker_state, stack: Stack) -> None:
     attrs = docker_state.require(service)
     restarts = attrs.get("RestartCount", 0)
@@ -46,6 +47,7 @@ def test_not_restarting(service: Service, docker_state, stack: Stack) -> None:
                     f"docker inspect --format '{{{{.RestartCount}}}}' {service.container}"])
 
 
+@pytest.mark.compose_only  # Swarm: tests/test_swarm.py (tasks, spec)
 def test_restart_count_stable(service: Service, docker_state, docker_client) -> None:
     """A second look through the API: the count has not moved since the snapshot."""
     before = docker_state.require(service).get("RestartCount", 0)
@@ -74,6 +76,7 @@ def test_healthy(service: Service, docker_state) -> None:
           next_cmd=[health_cmd(service.container), logs_cmd(service.container)])
 
 
+@pytest.mark.compose_only  # Swarm: tests/test_swarm.py (tasks, spec)
 def test_restart_policy(service: Service, docker_state) -> None:
     policy = (docker_state.require(service)["HostConfig"].get("RestartPolicy") or {}).get("Name")
     check(policy == "unless-stopped", f"[POLICY] ({policy or 'no'}) == unless-stopped: "

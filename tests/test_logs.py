@@ -19,6 +19,7 @@ import pytest
 
 from bizosaas_acceptance.model.manifest import Service, Stack
 from bizosaas_acceptance.outcome import Cause, check, fail
+from bizosaas_acceptance.probes.docker import log_stream
 from bizosaas_acceptance.probes.snapshot import shared
 from bizosaas_acceptance.secrets import MASKER
 
@@ -98,7 +99,8 @@ def scan(docker_client: Any, svc: Service, attrs: dict[str, Any], stack: Stack,
     if since is not None:
         kwargs["since"] = since
     pending = b""
-    for chunk in docker_client.api.logs(svc.container, **kwargs):
+    # A Swarm task's log is read as its service's log (every task, any node).
+    for chunk in log_stream(docker_client, svc.container, attrs, **kwargs):
         pending += chunk
         *lines, pending = pending.split(b"\n")
         for raw in lines:

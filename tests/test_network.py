@@ -21,6 +21,7 @@ pytestmark = [pytest.mark.network]
 
 
 @pytest.mark.service("stack")
+@pytest.mark.compose_only  # Swarm: overlay networks in tests/test_swarm.py
 def test_network_exists(stack: Stack, docker_client) -> None:
     if not stack.network:
         pytest.skip("the manifest names no network")
@@ -63,6 +64,11 @@ def _probe_result(network_probe, svc: Service, dep: Service) -> dict[str, Any]:
              expected=f"{svc.container} running, to probe from inside it",
              seen="container not running", cause=Cause.WONT_START,
              next_cmd=logs_cmd(svc.container))
+    if "elsewhere" in result:  # Swarm: the task runs on a node this run cannot reach
+        fail(f"[REACH] {svc.key} -> {dep.key}: task runs on node {result['elsewhere']}",
+             expected="the probe run inside the task's container", seen=result["error"],
+             cause=Cause.CONFIG, why="run the suite on that node, or give its engine in the "
+             "manifest (swarm.engines)", next_cmd=result["next"])
     if "error" in result:
         fail(f"[REACH] {svc.key} -> {dep.key}: probe failed inside {svc.container}",
              expected="python3 in the container to run the probe", seen=result["error"],
@@ -98,7 +104,7 @@ def test_dependency_reachable(dependency: tuple[Service, Service], network_probe
 
 
 def test_published_port(service: Service, docker_state, stack: Stack) -> None:
-    ports = docker_state.require(service)["NetworkSettings"].get("Ports") or {}
+    ports = docker_state.ports(service)
     bindings = ports.get(f"{service.port}/tcp") or []
     published = sorted({int(b["HostPort"]) for b in bindings if b.get("HostPort")})
     if not service.published:
@@ -119,7 +125,7 @@ def test_published_port(service: Service, docker_state, stack: Stack) -> None:
 
 
 def test_nothing_unexpected_published(service: Service, docker_state) -> None:
-    ports = docker_state.require(service)["NetworkSettings"].get("Ports") or {}
+    ports = docker_state.ports(service)
     extra = sorted(p for p, b in ports.items() if b and p != f"{service.port}/tcp")
     check(not extra, f"[PORT] {service.key} publishes extra ports {extra}",
           expected=f"only {service.port}/tcp published", seen=f"also published: {extra}",

@@ -39,12 +39,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bizosaas_acceptance.model.manifest import Service, Stack
 from bizosaas_acceptance.model.target import Target
 from bizosaas_acceptance.outcome import Cause, fail, waiting_on
 from bizosaas_acceptance.probes.retry import retry
+
+if TYPE_CHECKING:
+    from bizosaas_acceptance.probes.swarm import SwarmView
 
 #: SSH channels one docker client may hold open: below sshd's default MaxSessions (10).
 SSH_CHANNELS = 8
@@ -265,6 +268,39 @@ def snapshot_names(stack: Stack) -> list[str]:
     return [s.container for s in stack.services.values()]
 
 
+def take_docker_snapshot(client: Any, stack: Stack, target: Target) -> dict[str, Any]:
+    """The run's Docker snapshot: containers by name, or a Swarm stack's task
+    containers by service (``--swarm-stack``, :mod:`.swarm`)."""
+    if target.swarm_stack:
+        from bizosaas_acceptance.probes.swarm import take_swarm_snapshot
+
+        return take_swarm_snapshot(client, stack, target)
+    from bizosaas_acceptance.probes.snapshot import take_snapshot
+
+    return take_snapshot(client, snapshot_names(stack))
+
+
+def docker_state_from(raw: dict[str, Any]) -> DockerState:
+    """A :class:`DockerState` from a snapshot as :func:`take_docker_snapshot` made it."""
+    swarm = None
+    if raw.get("swarm") is not None:
+        from bizosaas_acceptance.probes.swarm import SwarmView
+
+        swarm = SwarmView(raw["swarm"])
+    return DockerState(raw["containers"], raw["usage"], raw["images"], raw["taken_at"], swarm)
+
+
+def log_stream(client: Any, container: str, attrs: dict[str, Any], **kwargs: Any) -> Any:
+    """The log of a container, as a stream of chunks; for a Swarm task, its
+    service's log (``docker service logs``: every task of the service, any node)."""
+    labels = (attrs.get("Config") or {}).get("Labels") or {}
+    service = labels.get("com.docker.swarm.service.name")
+    if service:
+        kwargs.pop("stream", None)
+        return client.api.service_logs(service, **kwargs)
+    return client.api.logs(container, **kwargs)
+
+
 
 @dataclass
 class DockerState:
@@ -274,12 +310,42 @@ class DockerState:
     usage: dict[str, dict[str, Any]]
     images: dict[str, bool]
     taken_at: float
+    #: The Swarm stack's services, tasks and nodes (``--swarm-stack``); None otherwise.
+    swarm: SwarmView | None = None
 
     def __repr__(self) -> str:
         return f"<docker state of {len(self.containers)} containers>"
 
     def container(self, svc: Service) -> dict[str, Any] | None:
         return self.containers.get(svc.container)
+
+    def ref(self, svc: Service) -> str:
+        """What to pass to the Docker API for ``svc``'s container: its name, or in
+        Swarm mode the id of its located task's container."""
+        if self.swarm is None:
+            return svc.container
+        attrs = self.containers.get(svc.container) or {}
+        return str(attrs.get("Id") or self.swarm.location(svc).get("container")
+                   or svc.container)
+
+    def client(self, default: Any, svc: Service) -> Any:
+        """The engine holding ``svc``'s container: ``default``, or in Swarm mode the
+        engine of the node its task runs on (manifest ``swarm.engines``)."""
+        engine = self.swarm.location(svc).get("engine") if self.swarm else None
+        if not engine:
+            return default
+        from bizosaas_acceptance.probes.swarm import engine_client
+
+        return engine_client(engine, float(self.swarm.data.get("connect_timeout") or 5))
+
+    def ports(self, svc: Service) -> dict[str, Any]:
+        """Published ports as ``NetworkSettings.Ports``: the container's, or in Swarm
+        mode the service's endpoint (ingress ports are not on any container)."""
+        __tracebackhide__ = True
+        if self.swarm is None:
+            return self.require(svc)["NetworkSettings"].get("Ports") or {}
+        self.require_service(svc)
+        return self.swarm.ports(svc)
 
     def up_for(self, svc: Service) -> float:
         """Seconds since the container last started (0 when unknown)."""
@@ -292,7 +358,10 @@ class DockerState:
         return max(0.0, time.time() - ts.timestamp())
 
     def crash_looping(self, svc: Service, stable_after: float) -> bool:
-        """Restarting, or restarted and not yet up for ``stable_after`` seconds."""
+        """Restarting, or restarted and not yet up for ``stable_after`` seconds
+        (Swarm: a task of the service failed within ``stable_after`` seconds)."""
+        if self.swarm is not None:
+            return bool(self.swarm.failures(svc, since=self.taken_at - stable_after))
         attrs = self.containers.get(svc.container) or {}
         if (attrs.get("State") or {}).get("Restarting"):
             return True
@@ -302,6 +371,8 @@ class DockerState:
         """Inspect data of ``svc``'s container; fails the check when it does not exist."""
         __tracebackhide__ = True
         attrs = self.containers.get(svc.container)
+        if attrs is None and self.swarm is not None:
+            self._require_task(svc)
         if attrs is None:
             fail(f"[EXISTS] {svc.key}: container {svc.container} not found",
                  expected=f"a container named {svc.container}",
@@ -310,6 +381,68 @@ class DockerState:
                  next_cmd=[f"docker ps -a --filter name={svc.container}",
                            "docker compose ps  # in the deployment's directory"])
         return attrs
+
+    def require_service(self, svc: Service) -> dict[str, Any]:
+        """The Swarm service of ``svc``; fails the check when the manager has none."""
+        __tracebackhide__ = True
+        assert self.swarm is not None
+        sw = self.swarm
+        if sw.error:
+            fail(f"[SWARM] {svc.key}: cannot read stack {sw.stack}",
+                 expected="DOCKER_HOST pointing at a manager of the swarm running the stack",
+                 seen=sw.error, cause=Cause.CONFIG,
+                 why="the suite talks to an engine that cannot list the stack's services",
+                 next_cmd=["docker info --format '{{json .Swarm}}'", "docker node ls"])
+        spec = sw.service(svc)
+        if spec is None:
+            fail(f"[SWARM] {svc.key}: service {svc.container} not found in stack {sw.stack}",
+                 expected=f"a Swarm service {svc.container} labelled "
+                          f"com.docker.stack.namespace={sw.stack}",
+                 seen="services of the stack: " + (", ".join(sorted(
+                     sw.data.get("services") or {})) or "none"),
+                 cause=Cause.BUILD, why="never deployed: stack deploy failed, the compose file "
+                 "lacks the service, or the stack has another name",
+                 next_cmd=[f"docker stack services {sw.stack}",
+                           f"docker stack deploy --resolve-image never -c <compose file> "
+                           f"{sw.stack}"])
+        return spec
+
+    def _require_task(self, svc: Service) -> None:
+        """Fail with where ``svc``'s task is (or why it has none): Swarm mode, no container."""
+        __tracebackhide__ = True
+        from bizosaas_acceptance.probes.swarm import ps_cmd, service_logs_cmd
+
+        assert self.swarm is not None
+        sw = self.swarm
+        self.require_service(svc)
+        loc = sw.location(svc)
+        if not loc.get("task"):
+            tasks = sw.pending(svc) or sw.tasks(svc)
+            fail(f"[TASK] {svc.key}: {svc.container} has no running task",
+                 expected="a running task whose container the checks can read",
+                 seen="; ".join(sw.describe_task(t) for t in tasks[:3]) or "no task at all",
+                 cause=Cause.WONT_START,
+                 why="its tasks fail, cannot be scheduled, or the service is scaled to 0",
+                 next_cmd=[ps_cmd(svc.container), service_logs_cmd(svc.container)])
+        node = loc.get("node")
+        if loc.get("error"):
+            fail(f"[NODE] {svc.key}: engine of node {node} unreachable",
+                 expected=f"the Docker engine of node {node} ({loc.get('engine')}) answering",
+                 seen=str(loc["error"]), cause=Cause.NETWORK,
+                 why="the node's engine given in the manifest (swarm.engines) does not answer",
+                 next_cmd=[f"DOCKER_HOST={loc.get('engine')} docker info",
+                           f"docker node inspect --pretty {node}"])
+        fail(f"[NODE] {svc.key}: task {svc.container}.{loc.get('slot') or ''} runs on node "
+             f"{node}, not on this engine's node",
+             expected="the task's container on this engine's node, or an engine for its node "
+                      "in the manifest (swarm.engines)",
+             seen=f"running on node {node}; this engine is node "
+                  f"{sw.node_name(sw.data.get('node_id'))}; no engine for {node} in "
+                  "swarm.engines",
+             cause=Cause.CONFIG, why="checks that read the container must run on its node",
+             next_cmd=[f"DOCKER_HOST=ssh://<user>@{node} docker inspect {loc.get('container')}",
+                       f"add  swarm: {{engines: {{{node}: ssh://<user>@{node}}}}}  "
+                       "to the manifest"])
 
 
 def prefetch_snapshot(run_id: str, stack: Stack, target: Target) -> None:
@@ -322,11 +455,12 @@ def prefetch_snapshot(run_id: str, stack: Stack, target: Target) -> None:
     written. Any failure is left for the fixtures to report.
     """
     from bizosaas_acceptance.outcome import Diagnosed
-    from bizosaas_acceptance.probes.snapshot import shared, take_snapshot
+    from bizosaas_acceptance.probes.snapshot import shared
 
     try:
         client = connect_docker(target)
-        shared(run_id, "docker-snapshot", lambda: take_snapshot(client, snapshot_names(stack)),
+        shared(run_id, "docker-snapshot", lambda: take_docker_snapshot(client, stack, target),
                wait=snapshot_budget(target.connect_timeout) + target.connect_timeout)
     except (Exception, Diagnosed):  # noqa: BLE001, S110 - the fixtures report it properly
         pass
+
