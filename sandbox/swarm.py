@@ -113,8 +113,8 @@ def _ports(raw: list[Any], offset: int) -> list[dict[str, Any]]:
 def compose_doc(offset: int, placement: dict[str, str] | None = None) -> dict[str, Any]:
     """The stack file for ``docker stack deploy``, from compose.yaml.
 
-    ``${VAR:-default}`` stays as it is: ``docker stack deploy`` interpolates it,
-    so no credential is written into the generated file.
+    ``${VAR:-default}`` stays as compose.yaml writes it (``docker stack deploy``
+    interpolates it): a value set in the environment is never written to the file.
     """
     raw = yaml.safe_load(COMPOSE_FILE.read_text())
     services: dict[str, Any] = {}
@@ -187,9 +187,17 @@ def write_manifests() -> list[Path]:
     return out
 
 
-def stack_file(nodes: int) -> Path:
+def stack_file(nodes: int, overrides: dict[str, dict[str, Any]] | None = None) -> Path:
+    """Write the stack file; ``overrides`` merge into services (a fault's)."""
     multi = nodes > 1
     doc = compose_doc(MULTI_OFFSET if multi else SINGLE_OFFSET, PLACEMENT if multi else None)
+    for key, over in (overrides or {}).items():
+        for field_name, value in over.items():
+            current = doc["services"][key].get(field_name)
+            if isinstance(current, dict) and isinstance(value, dict):
+                current.update(value)
+            else:
+                doc["services"][key][field_name] = value
     STATE_DIR.mkdir(parents=True, exist_ok=True)
     path = STATE_DIR / ("swarm-stack-3nodes.yaml" if multi else "swarm-stack.yaml")
     path.write_text("# GENERATED from sandbox/compose.yaml by sandbox/swarm.py: "
@@ -262,8 +270,9 @@ def ensure_swarm(engine: Engine, say: Callable[[str], None],
 # --------------------------------------------------------------------------- deploy and wait
 
 
-def deploy(engine: Engine, nodes: int, say: Callable[[str], None]) -> Path:
-    path = stack_file(nodes)
+def deploy(engine: Engine, nodes: int, say: Callable[[str], None],
+           overrides: dict[str, dict[str, Any]] | None = None) -> Path:
+    path = stack_file(nodes, overrides)
     say(f"stack: docker stack deploy --resolve-image never -c {path.name} {STACK}")
     engine.run(["stack", "deploy", "--prune", "--resolve-image", "never", "-c", str(path),
                 STACK], what="docker stack deploy")
@@ -592,7 +601,13 @@ class SwarmFault:
 
 
 def load_faults() -> dict[str, SwarmFault]:
-    raw = yaml.safe_load(FAULTS_FILE.read_text())
+    try:
+        raw = yaml.safe_load(FAULTS_FILE.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else "?"
+        raise SandboxError(f"{FAULTS_FILE}: {where}: invalid YAML "
+                           f"({getattr(exc, 'problem', exc)})") from None
     out = {}
     for name, body in raw.items():
         try:
@@ -632,8 +647,22 @@ def fault_on(names: Iterable[str], say: Callable[[str], None]) -> list[SwarmFaul
     engine = engine_for(nodes)
     STATE_DIR.mkdir(parents=True, exist_ok=True)
     FAULT_STATE.write_text(json.dumps({"faults": [f.name for f in chosen], "nodes": nodes}))
+    # A service recreated from an altered stack file first (a deploy would undo
+    # the other faults' changes), then the runtime changes.
+    recreate = [f for f in chosen if f.action == "recreate"]
+    if recreate:
+        for f in recreate:
+            say(f"fault {f.name}: recreating {_svc(f.service or '')} with "
+                f"{', '.join(f.args.get('override') or {})} changed")
+            engine.run(["service", "rm", _svc(f.service or "")], check=False)
+        for f in recreate:
+            _wait(lambda s=f.service: not _containers_of(nodes, s or ""),
+                  f"containers of {_svc(f.service or '')} removed", timeout=60)
+        deploy(engine, nodes, say, {f.service or "": f.args.get("override") or {}
+                                    for f in recreate})
     for f in chosen:
-        _apply(engine, f, say)
+        if f.action != "recreate":
+            _apply(engine, f, say)
     for f in chosen:
         _wait_symptom(engine, f)
         say(f"fault {f.name} is on: {f.summary}")
@@ -666,7 +695,7 @@ def _wait_symptom(engine: Engine, f: SwarmFault) -> None:
     elif f.action == "update" and f.args.get("symptom") == "paused":
         _wait(lambda: (api.inspect_service(_svc(f.service or "")).get("UpdateStatus")
                        or {}).get("State") == "paused", f"fault {f.name}: update paused")
-    elif f.action == "update":
+    elif f.action in ("update", "recreate"):
         _wait(lambda: len([t for t in _task_states(engine, f.service or "")
                            if t["Status"]["State"] in ("failed", "rejected")]) >= 2,
               f"fault {f.name}: tasks of {_svc(f.service or '')} failing")

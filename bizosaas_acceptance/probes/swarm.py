@@ -344,8 +344,9 @@ class SwarmView:
         return sorted(out, key=lambda t: epoch(t["since"]) or 0, reverse=True)
 
     def pending(self, svc: Service) -> list[dict[str, Any]]:
-        """Tasks the manager wants running that do not run (yet)."""
-        return [t for t in self.tasks(svc) if t["desired"] == "running"
+        """Tasks the manager wants running (or readied, between restarts) that do not
+        run: pending, starting, or reported running by a node that is not up."""
+        return [t for t in self.tasks(svc) if t["desired"] in ("running", "ready")
                 and (t["state"] != "running" or self.node(t["node_id"]).get("state") != "ready")]
 
     def describe_task(self, task: dict[str, Any]) -> str:
