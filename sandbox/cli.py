@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from docker.errors import DockerException
+
 from sandbox import faults, stack, swarm
 from sandbox.stack import Progress, SandboxError
 
@@ -105,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
             return _status()
     except SandboxError as exc:
         print(f"sandbox: error: {exc}", file=sys.stderr)
+        return 1
+    except DockerException as exc:
+        print(f"sandbox: error: the Docker engine refused: {str(exc)[:300]}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("sandbox: interrupted", file=sys.stderr)

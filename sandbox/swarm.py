@@ -89,6 +89,19 @@ NODE_BOOT = (
 )
 
 
+def host_client() -> Any:
+    """This machine's engine (the one the DinD nodes run on), even when DOCKER_HOST
+    points at a node's socket (as it does for the suite against three nodes)."""
+    if os.environ.get("DOCKER_HOST", "").startswith(f"unix://{NODE_DIR}/"):
+        import docker
+
+        env = {k: v for k, v in os.environ.items() if k != "DOCKER_HOST"}
+        client = docker.from_env(timeout=120, environment=env)
+        client.ping()
+        return client
+    return stack.docker_client()
+
+
 def node_socket(node: str) -> Path:
     return NODE_DIR / node / "docker.sock"
 
@@ -221,6 +234,8 @@ class Engine:
         env = dict(os.environ)
         if self.url:
             env["DOCKER_HOST"] = self.url
+        elif env.get("DOCKER_HOST", "").startswith(f"unix://{NODE_DIR}/"):
+            env.pop("DOCKER_HOST")  # this machine's engine, not a node's
         return env
 
     @property
@@ -231,7 +246,7 @@ class Engine:
             if self.url:
                 self._client = docker.DockerClient(base_url=self.url, timeout=120)
             else:
-                self._client = stack.docker_client()
+                self._client = host_client()
         return self._client
 
     def run(self, args: list[str], check: bool = True, what: str | None = None,
@@ -368,7 +383,7 @@ def _ensure_images(client: Any, say: Callable[[str], None]) -> None:
 def up(say: Callable[[str], None], nodes: int = 1, timeout: int = 240) -> None:
     if nodes not in (1, 3):
         raise SandboxError(f"--nodes {nodes}: the Swarm reference stack runs on 1 or 3 nodes")
-    client = stack.docker_client()
+    client = host_client()
     say(f"engine: Docker {client.version().get('Version')} reachable")
     _ensure_images(client, say)
     if nodes > 1:
@@ -490,14 +505,19 @@ def start_node(client: Any, node: str, say: Callable[[str], None]) -> Any:
         client.containers.run(NODE_IMAGE, ["sh", "-c", "rm -rf /var/lib/docker/swarm"],
                               remove=True, volumes={volume: {"bind": "/var/lib/docker"}})
         say(f"node {node}: creating (Docker-in-Docker, {NODE_IMAGE})")
-        client.containers.run(
-            NODE_IMAGE, ["sh", "-c", NODE_BOOT], name=node, hostname=node, detach=True,
-            network=NODES_NETWORK, cap_add=["ALL"], cap_drop=["SYS_RESOURCE"],
-            security_opt=["seccomp=unconfined", "apparmor=unconfined",
-                          "systempaths=unconfined"],
-            volumes={volume: {"bind": "/var/lib/docker"},
-                     str(NODE_DIR / node): {"bind": "/run/node"}},
-            ports=_node_ports(node), labels={"org.bizosaas.sandbox": "swarm-node"})
+        # The docker CLI (not the API): `systempaths=unconfined` is its shorthand
+        # for unmasked /proc and /sys. --privileged fails on this machine (its
+        # bounding set lacks CAP_SYS_RESOURCE); everything else it grants is here.
+        ports = [arg for host_ip, port in _node_ports(node).values()
+                 for arg in ("-p", f"{host_ip}:{port}:{port}")]
+        Engine().run(["run", "-d", "--name", node, "--hostname", node,
+                      "--network", NODES_NETWORK, "--cap-add", "ALL",
+                      "--cap-drop", "SYS_RESOURCE", "--security-opt", "seccomp=unconfined",
+                      "--security-opt", "apparmor=unconfined",
+                      "--security-opt", "systempaths=unconfined",
+                      "-v", f"{volume}:/var/lib/docker", "-v", f"{NODE_DIR / node}:/run/node",
+                      "--label", "org.bizosaas.sandbox=swarm-node", *ports,
+                      NODE_IMAGE, "sh", "-c", NODE_BOOT], what=f"creating node {node}")
     return _wait_engine(node_url(node))
 
 
@@ -567,7 +587,7 @@ def nodes_up(client: Any, say: Callable[[str], None]) -> Engine:
 def nodes_down(say: Callable[[str], None], volumes: bool = False) -> None:
     from docker.errors import NotFound
 
-    client = stack.docker_client()
+    client = host_client()
     for n in NODES:
         try:
             client.containers.get(n).remove(force=True, v=False)
@@ -680,7 +700,7 @@ def _apply(engine: Engine, f: SwarmFault, say: Callable[[str], None]) -> None:
     elif f.action == "drain":
         engine.run(["node", "update", "--availability", "drain", f.node or ""])
     elif f.action == "stop-node":
-        stack.docker_client().containers.get(f.node).stop(timeout=5)
+        host_client().containers.get(f.node).stop(timeout=5)
     else:
         raise SandboxError(f"{FAULTS_FILE}: fault {f.name}: unknown action {f.action!r}")
 
@@ -727,7 +747,7 @@ def heal(say: Callable[[str], None], timeout: int = 240) -> None:
         if f.action == "drain":
             engine.run(["node", "update", "--availability", "active", f.node or ""])
         elif f.action == "stop-node":
-            client = stack.docker_client()
+            client = host_client()
             client.containers.get(f.node).start()
             _wait_engine(node_url(f.node or ""))
             _wait(lambda node=f.node: any(n["Description"]["Hostname"] == node
@@ -756,7 +776,7 @@ def _containers_of(nodes: int, service: str) -> list[Any]:
     urls = [node_url(n) for n in NODES] if nodes > 1 else [None]
     found = []
     for url in urls:
-        client = docker.DockerClient(base_url=url, timeout=30) if url else stack.docker_client()
+        client = docker.DockerClient(base_url=url, timeout=30) if url else host_client()
         found += client.api.containers(all=True, filters={
             "label": f"com.docker.swarm.service.name={_svc(service)}"})
     return found

@@ -117,7 +117,7 @@ def scan(docker_client: Any, svc: Service, attrs: dict[str, Any], stack: Stack,
 def _log_scan(svc: Service, docker_client: Any, docker_state: Any, stack: Stack,
               run_id: str) -> dict[str, Any]:
     __tracebackhide__ = True
-    attrs = docker_state.container(svc)
+    attrs = docker_state.log_attrs(svc)  # Swarm: from the task, on any node
     if attrs is None:
         fail(f"[LOGS] {svc.key}: container {svc.container} not found",
              expected=f"a container named {svc.container}", seen="no such container",

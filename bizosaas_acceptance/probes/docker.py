@@ -319,6 +319,28 @@ class DockerState:
     def container(self, svc: Service) -> dict[str, Any] | None:
         return self.containers.get(svc.container)
 
+    def log_attrs(self, svc: Service) -> dict[str, Any] | None:
+        """What the log scan needs of ``svc``'s container (start time, labels, env).
+
+        In Swarm mode logs are read through the service, from the manager, so a
+        task on a node without an engine is read too: its start and labels come
+        from the task. No running task: the check fails saying why.
+        """
+        __tracebackhide__ = True
+        attrs = self.containers.get(svc.container)
+        if attrs is not None or self.swarm is None:
+            return attrs
+        loc = self.swarm.location(svc)
+        task = next((t for t in self.swarm.tasks(svc) if t["id"] == loc.get("task")), None)
+        if task is None:
+            self.require(svc)
+        spec = self.swarm.service(svc) or {}
+        # The task's creation, not its "running" time (with a healthcheck that is
+        # after it turned healthy, after its startup lines).
+        return {"State": {"StartedAt": (task["created"] or task["since"]) if task else ""},
+                "Config": {"Labels": {"com.docker.swarm.service.name": svc.container},
+                           "Env": spec.get("env") or []}}
+
     def ref(self, svc: Service) -> str:
         """What to pass to the Docker API for ``svc``'s container: its name, or in
         Swarm mode the id of its located task's container."""

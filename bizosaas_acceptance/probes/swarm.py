@@ -83,6 +83,9 @@ def _slim_service(svc: dict[str, Any]) -> dict[str, Any]:
         "name": spec.get("Name"),
         "labels": spec.get("Labels") or {},
         "image": cspec.get("Image"),
+        # Kept only to mask these values wherever logs or messages quote them
+        # (the snapshot's directory is the run's own, mode 0700).
+        "env": list(cspec.get("Env") or []),
         "healthcheck": bool((cspec.get("Healthcheck") or {}).get("Test")),
         "mode": "global" if "Global" in mode else "replicated",
         "replicas": (mode.get("Replicated") or {}).get("Replicas"),
