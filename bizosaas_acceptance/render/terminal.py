@@ -38,4 +38,5 @@ def header_lines(stack: Stack, target: Target) -> list[str]:
         f"bizosaas: target host {target.host}, docker {MASKER.mask(target.docker_display())}, "
         f"environment {target.environment or '-'}, writes "
         f"{'allowed' if target.allow_writes else 'not allowed'}",
-    ]
+    ] + ([f"bizosaas: Docker Swarm stack {target.swarm_stack} (manifest service x = Swarm "
+          f"service {target.swarm_stack}_x)"] if target.swarm_stack else [])
