@@ -200,10 +200,22 @@ def write_manifests() -> list[Path]:
     return out
 
 
-def stack_file(nodes: int, overrides: dict[str, dict[str, Any]] | None = None) -> Path:
-    """Write the stack file; ``overrides`` merge into services (a fault's)."""
+def dependencies() -> list[str]:
+    """The services others wait for under Compose (``depends_on``: the infrastructure)."""
+    raw = yaml.safe_load(COMPOSE_FILE.read_text())
+    return sorted({dep for svc in raw["services"].values()
+                   for dep in (svc.get("depends_on") or {})})
+
+
+def stack_file(nodes: int, overrides: dict[str, dict[str, Any]] | None = None,
+               only: Iterable[str] | None = None) -> Path:
+    """Write the stack file; ``overrides`` merge into services (a fault's);
+    ``only``: just those services (the first of two deploys)."""
     multi = nodes > 1
     doc = compose_doc(MULTI_OFFSET if multi else SINGLE_OFFSET, PLACEMENT if multi else None)
+    if only is not None:
+        keep = set(only)
+        doc["services"] = {k: v for k, v in doc["services"].items() if k in keep}
     for key, over in (overrides or {}).items():
         for field_name, value in over.items():
             current = doc["services"][key].get(field_name)
@@ -212,7 +224,8 @@ def stack_file(nodes: int, overrides: dict[str, dict[str, Any]] | None = None) -
             else:
                 doc["services"][key][field_name] = value
     STATE_DIR.mkdir(parents=True, exist_ok=True)
-    path = STATE_DIR / ("swarm-stack-3nodes.yaml" if multi else "swarm-stack.yaml")
+    path = STATE_DIR / ("swarm-stack-3nodes" if multi else "swarm-stack")
+    path = path.with_name(path.name + ("-infra" if only is not None else "") + ".yaml")
     path.write_text("# GENERATED from sandbox/compose.yaml by sandbox/swarm.py: "
                     "docker stack deploy --resolve-image never -c <this> bizosaas\n"
                     + yaml.safe_dump(doc, sort_keys=False))
@@ -286,7 +299,23 @@ def ensure_swarm(engine: Engine, say: Callable[[str], None],
 
 
 def deploy(engine: Engine, nodes: int, say: Callable[[str], None],
-           overrides: dict[str, dict[str, Any]] | None = None) -> Path:
+           overrides: dict[str, dict[str, Any]] | None = None,
+           timeout: float = 240) -> Path:
+    """``docker stack deploy``, infrastructure first.
+
+    A stack ignores ``depends_on``: applications started together with their
+    databases log connection errors until those answer (and the log checks
+    would rightly report them). So, like Compose's ``condition:
+    service_healthy``, the services others depend on are deployed first and
+    awaited when they are not running yet; then the whole stack.
+    """
+    infra = dependencies()
+    if not converged(engine, only=[_svc(k) for k in infra]).ok:
+        first = stack_file(nodes, overrides, only=infra)
+        say(f"stack: infrastructure first ({', '.join(infra)})")
+        engine.run(["stack", "deploy", "--resolve-image", "never", "-c", str(first), STACK],
+                   what="docker stack deploy (infrastructure)")
+        wait_converged(engine, timeout, say, only=[_svc(k) for k in infra])
     path = stack_file(nodes, overrides)
     say(f"stack: docker stack deploy --resolve-image never -c {path.name} {STACK}")
     engine.run(["stack", "deploy", "--prune", "--resolve-image", "never", "-c", str(path),
@@ -304,11 +333,17 @@ class Convergence:
     detail: str
 
 
-def converged(engine: Engine) -> Convergence:
-    """Every service of the stack runs its desired tasks, healthy, no update under way."""
+def converged(engine: Engine, only: Iterable[str] | None = None) -> Convergence:
+    """Every service of the stack (or the ``only`` ones, by Swarm name) runs its
+    desired tasks, healthy, no update under way."""
     api = engine.client.api
     nodes = {n["ID"]: n for n in api.nodes()}
     svcs = services(engine)
+    if only is not None:
+        wanted = set(only)
+        svcs = [s for s in svcs if s["Spec"]["Name"] in wanted]
+        if len(svcs) < len(wanted):
+            return Convergence(False, "not all deployed yet")
     if not svcs:
         return Convergence(False, "no services yet")
     bad = []
@@ -322,21 +357,25 @@ def converged(engine: Engine) -> Convergence:
         update = (svc.get("UpdateStatus") or {}).get("State")
         if len(up) != want or update in ("updating", "rollback_started"):
             states = ",".join(sorted({t["Status"]["State"] for t in tasks})) or "none"
-            bad.append(f"{name} {len(up)}/{want} ({states}{', ' + update if update else ''})")
+            err = next((t["Status"].get("Err") for t in tasks if t["Status"].get("Err")), "")
+            bad.append(f"{name} {len(up)}/{want} ({states}{', ' + update if update else ''}"
+                       f"{': ' + err[:120] if err else ''})")
     return Convergence(not bad, "; ".join(bad))
 
 
 def wait_converged(engine: Engine, timeout: float, say: Callable[[str], None],
-                   settle: int = 3) -> None:
+                   settle: int = 3, only: Iterable[str] | None = None) -> None:
     """Wait until :func:`converged` holds ``settle`` polls in a row."""
     deadline = time.monotonic() + timeout
     streak = 0
     last = Convergence(False, "?")
+    only = list(only) if only is not None else None
     while time.monotonic() < deadline:
-        last = converged(engine)
+        last = converged(engine, only)
         streak = streak + 1 if last.ok else 0
         if streak >= settle:
-            say("stack: every service runs its tasks, healthy")
+            say("stack: " + ("every service" if only is None else ", ".join(only))
+                + " runs its tasks, healthy")
             return
         time.sleep(2)
     raise SandboxError(f"swarm stack did not converge within {timeout:.0f}s: {last.detail}; "

@@ -296,8 +296,15 @@ def log_stream(client: Any, container: str, attrs: dict[str, Any], **kwargs: Any
     labels = (attrs.get("Config") or {}).get("Labels") or {}
     service = labels.get("com.docker.swarm.service.name")
     if service:
-        kwargs.pop("stream", None)
-        return client.api.service_logs(service, **kwargs)
+        kwargs.pop("stream", None)  # service_logs always streams
+        stream = client.api.service_logs(service, **kwargs)
+        bounded = getattr(client.api, "_stream", None)
+        if bounded is None or not hasattr(stream, "__next__"):
+            return stream
+        # The same deadlines as a container's log: per read, and for the whole.
+        return bounded(stream, f"Docker API service_logs({service})",
+                       [f"time docker service logs --tail 50 {service}", "docker info"],
+                       client.api.budget("logs"))
     return client.api.logs(container, **kwargs)
 
 
