@@ -78,6 +78,7 @@ def test_metadata_never_leaks(pytester: pytest.Pytester, monkeypatch: pytest.Mon
     assert '"DB_URL": "postgresql://app:***@db/x"' in page, page[-3000:]
     assert '"API_TOKEN": "(hidden)"' in page and '"DEPLOY_PASSWORD": "(hidden)"' in page
     assert '"REPO": "https://bot:***@git.example.invalid/x"' in page
+    assert '"GIT_URL": "https://ci:***@git.example.invalid/r"' in page
     leaks = find_leaks(values, {"stdout": out, "stderr": err}, [pytester.path / "out"])
     assert not leaks, "\n".join(leaks)
 
