@@ -88,8 +88,8 @@ def test_path_options_in_both_forms_from_anywhere(tmp_path: Path, form: str,
     def opt(name: str, value: Path) -> list[str]:
         return [name, str(value)] if form == "space" else [f"{name}={value}"]
 
-    for args, expected in ((opt("--compose", compose), "420"),
-                           (opt("--stack", manifest), "693")):
+    for args, expected in ((opt("--compose", compose), "432"),
+                           (opt("--stack", manifest), "705")):
         result = _run([sys.executable, "-m", "pytest", tests, *args, "--co", "-q",
                        f"--html={tmp_path}/r.html", f"--junitxml={tmp_path}/j.xml",
                        f"--gate-json={tmp_path}/g.json"], cwd=cwd)
@@ -103,4 +103,4 @@ def test_a_run_of_the_checkout_from_elsewhere_collects_the_suites_only(tmp_path:
                    f"--html={tmp_path}/r.html", f"--junitxml={tmp_path}/j.xml"], cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-1500:] + result.stderr[-1500:]
     assert "selftest" not in result.stdout
-    assert "693/699 tests collected" in result.stdout, result.stdout[-500:]
+    assert "705/711 tests collected" in result.stdout, result.stdout[-500:]
