@@ -35,6 +35,7 @@ import pytest
 
 from bizosaas_acceptance.labels import SUITES, module_suite, report_labels
 from bizosaas_acceptance.outcome import CAUSE_PROPERTY
+from bizosaas_acceptance.secrets import clip
 
 #: Every outcome a check can end with.
 OUTCOMES: tuple[str, ...] = ("passed", "failed", "error", "skipped", "xfailed", "xpassed",
@@ -101,8 +102,8 @@ def _phase_outcome(report: pytest.TestReport) -> str | None:
 
 
 def _clip(text: str, limit: int = MAX_MESSAGE) -> str:
-    text = text.strip()
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+    """Masked first, then cut (a cut secret would no longer match its value)."""
+    return clip(text.strip(), limit, "…")
 
 
 def report_message(report: pytest.TestReport | pytest.CollectReport) -> str:

@@ -6,6 +6,12 @@ where a value is looked up, in this order: command line, environment variable,
 ini file, default. A bad value raises :class:`pytest.UsageError` naming where it
 came from (``--gate-threshold``, ``$BIZOSAAS_GATE_THRESHOLD`` or the ini key),
 so pytest exits with status 4 and one line instead of a traceback.
+
+An empty value is a value, never "use the default": ``BIZOSAAS_REDIS_PASSWORD=``
+means no password. Where empty is not a valid value (a number, a host, a
+token) it is a bad value like any other; unset the variable for the default.
+The one exception is ``DOCKER_HOST``, where empty means the local engine, as
+it does for Docker itself.
 """
 
 from __future__ import annotations
@@ -113,6 +119,9 @@ class Option:
     secret: bool = False  # never echoed back in errors or headers
     multiple: bool = False  # command line may repeat it
     aliases: tuple[str, ...] = ()  # further flags for the same option (e.g. --env)
+    #: What an empty value means: "invalid" (a one-line error), "empty" (the empty
+    #: string, e.g. no password) or "unset" (as if not given; DOCKER_HOST only).
+    empty: str = "invalid"
 
     @property
     def flag(self) -> str:
@@ -139,7 +148,8 @@ OPTIONS: tuple[Option, ...] = (
            "(compose-derived stacks know staging and production; production: no writes).",
            _text, aliases=("--env",)),
     Option("docker_host", "DOCKER_HOST", None,
-           "Docker endpoint (unix://, tcp://, ssh://user@host). Default: the local engine."),
+           "Docker endpoint (unix://, tcp://, ssh://user@host). Default (also when "
+           "empty): the local engine.", empty="unset"),
     Option("swarm_stack", "BIZOSAAS_SWARM_STACK", None,
            "Check the Docker Swarm stack NAME (docker stack deploy, as Dokploy's stack "
            "type): the services labelled com.docker.stack.namespace=NAME; manifest "
@@ -148,9 +158,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("postgres_user", "BIZOSAAS_POSTGRES_USER", "bizosaas",
            "PostgreSQL user the suite connects as (read-only use)."),
     Option("postgres_password", "BIZOSAAS_POSTGRES_PASSWORD", "staging-pg-password",
-           "PostgreSQL password. Default: the reference stack's.", secret=True),
+           "PostgreSQL password (empty for none). Default: the reference stack's.",
+           secret=True, empty="empty"),
     Option("redis_password", "BIZOSAAS_REDIS_PASSWORD", "staging-redis-password",
-           "Redis password (empty for none). Default: the reference stack's.", secret=True),
+           "Redis password (empty for none). Default: the reference stack's.", secret=True,
+           empty="empty"),
     Option("vault_token", "BIZOSAAS_VAULT_TOKEN", "staging-root-token",
            "Vault/OpenBao token with read access to the services' secrets. "
            "Default: the reference stack's.", secret=True),
@@ -234,18 +246,19 @@ def addoption(parser: pytest.Parser) -> None:
 def lookup(config: pytest.Config, opt: Option) -> tuple[Any, str]:
     """Return the raw value and the place it came from."""
     cli = config.getoption(opt.dest, None)
-    if cli not in (None, []):
+    if cli is not None and cli != []:
         return cli, opt.flag
+    # Set but empty is a value (see the module's docstring), not "unset".
     env = os.environ.get(opt.env)
-    if env is not None and env != "":
+    if env is not None:
         if opt.multiple:
             return [p for p in env.split(os.pathsep) if p], f"${opt.env}"
         return env, f"${opt.env}"
     try:
-        ini = config.getini(ini_name(opt))
+        ini = config.getini(ini_name(opt))  # None when the key is absent
     except ValueError:
         ini = None
-    if ini not in (None, "", []):
+    if ini is not None and ini != []:
         return ini, f"ini key '{ini_name(opt)}'"
     if opt.default is None:
         return ([] if opt.multiple else None), "default"
@@ -263,6 +276,17 @@ def resolve(config: pytest.Config, name: str) -> Any:
         return None
     if opt.multiple:
         return list(raw)
+    if isinstance(raw, str) and raw == "" and where != "default":
+        if opt.empty == "empty":
+            return ""
+        if opt.empty == "unset":
+            return None if opt.default is None else opt.parse(opt.default)
+        default = ("" if opt.default is None or opt.secret else f" ({opt.default})")
+        kind = getattr(opt.parse, "__name__", "text")
+        raise pytest.UsageError(
+            f"{where}: empty value for {opt.flag} (expected "
+            f"{'a non-empty value' if kind == 'text' else kind}); give a value, or unset "
+            f"{where if where.startswith('$') else 'it'} for the default{default}")
     try:
         return opt.parse(raw)
     except (TypeError, ValueError) as exc:

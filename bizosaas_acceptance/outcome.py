@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from _pytest.outcomes import Failed, OutcomeException
 
-from bizosaas_acceptance.secrets import MASKER
+from bizosaas_acceptance.secrets import MASKER, clip
 
 if TYPE_CHECKING:
     from bizosaas_acceptance.probes.http import Reply
@@ -61,9 +61,8 @@ class Cause:
 
 
 def short(value: object, limit: int = 300) -> str:
-    text = MASKER.mask(str(value))
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    """``value`` on one line, at most ``limit`` characters: masked first, then cut."""
+    return clip(" ".join(MASKER.mask(str(value)).split()), limit)
 
 
 def message(summary: str, *, expected: str, seen: str, cause: str, why: str = "",
@@ -134,9 +133,7 @@ def curl_cmd(method: str, url: str, body: Any = None, auth: bool = False) -> str
     if auth:
         parts.append("-H 'Authorization: Bearer $BIZOSAAS_API_TOKEN'")
     if body is not None:
-        text = json.dumps(body)
-        if len(text) > 160:
-            text = text[:157] + "..."
+        text = clip(json.dumps(body), 160)
         parts.append(f"-H 'Content-Type: application/json' -d '{text}'")
     parts.append(f"'{url}'")
     return " ".join(parts)

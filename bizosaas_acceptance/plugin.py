@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from bizosaas_acceptance import guard, hookspecs, options
-from bizosaas_acceptance.labels import MARKERS, label
+from bizosaas_acceptance.labels import EXTRA_SUITES, MARKERS, SUITES, label
 from bizosaas_acceptance.model.api import load_api
 from bizosaas_acceptance.model.manifest import (
     ManifestError,
@@ -31,9 +31,10 @@ from bizosaas_acceptance.model.manifest import (
 from bizosaas_acceptance.model.target import Target
 from bizosaas_acceptance.params import parametrize
 from bizosaas_acceptance.probes import records
+from bizosaas_acceptance.render.html import scrub, scrub_metadata
 from bizosaas_acceptance.render.terminal import header_lines
 from bizosaas_acceptance.reports import finish_report
-from bizosaas_acceptance.secrets import MASKER, mask_report
+from bizosaas_acceptance.secrets import MASKER, label_names, mask_report
 from bizosaas_acceptance.state import RUN_ID, SETTINGS, STACK, TARGET
 
 
@@ -101,8 +102,12 @@ def pytest_configure(config: pytest.Config) -> None:
         SWARM_SERVICES.update(s.container for s in stack.services.values())
     target = Target.from_settings(settings, stack, section)
     config.stash[TARGET] = target
+    # Names first: a credential equal to one is weak, masked only where announced.
+    MASKER.protect(label_names(stack, user=target.postgres_user, host=target.host,
+                               suite=(*SUITES, *EXTRA_SUITES)))
     MASKER.add(target.postgres_password, target.redis_password, target.vault_token,
                target.api_token)
+    scrub_metadata(config)  # again, now that the credentials are known
 
     if _is_controller(config):
         # Counting and deciding happen on the controller only; xdist re-fires
@@ -132,6 +137,16 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         from bizosaas_acceptance.soakmode import maybe_run
 
         maybe_run(config)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_metadata(metadata: dict[str, Any], config: pytest.Config) -> None:
+    """pytest-metadata built its mapping: scrub it in this very process.
+
+    Every xdist worker sends its own mapping to the controller, which merges
+    it into the one pytest-html shows; scrubbed here, only masked values travel.
+    """
+    scrub(metadata)
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -192,6 +207,14 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
     """
     outcome = yield
     finish_report(item, call, outcome.get_result())
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collectreport(report: pytest.CollectReport) -> None:
+    """Mask a collection error (an import-time exception may quote a DSN) before the
+    terminal, JUnit, xdist or the gate read it."""
+    if report.failed:
+        mask_report(report)
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -20,6 +20,7 @@ from bizosaas_acceptance.model.target import Target
 from bizosaas_acceptance.probes.snapshot import shared_dir, shared_if_present
 from bizosaas_acceptance.probes.soak import DEFAULT_SOAK, Soak, SoakResult, Traffic
 from bizosaas_acceptance.probes.soak import Target as Get
+from bizosaas_acceptance.secrets import clip
 from bizosaas_acceptance.state import RUN_ID, SETTINGS, STACK, TARGET
 
 #: Name of the soak's result in the run's shared directory.
@@ -145,7 +146,7 @@ def run_soak(config: pytest.Config, duration_s: float) -> SoakResult:
     try:
         memory = _memory_sampler(stack, target)
     except Exception as exc:  # noqa: BLE001 - the soak checks report it
-        err = f"Docker engine unreachable: {type(exc).__name__}: {exc}"[:200]
+        err = clip(f"Docker engine unreachable: {type(exc).__name__}: {exc}", 200)
 
         def memory() -> dict[str, tuple[float | None, float | None]]:
             raise RuntimeError(err)

@@ -91,7 +91,7 @@ def test_path_options_in_both_forms_from_anywhere(tmp_path: Path, form: str,
         return [name, str(value)] if form == "space" else [f"{name}={value}"]
 
     full = str(sum(expected_counts().values()))
-    for args, expected in ((opt("--compose", compose), "420"),
+    for args, expected in ((opt("--compose", compose), "432"),
                            (opt("--stack", manifest), full)):
         result = _run([sys.executable, "-m", "pytest", tests, *args, "--co", "-q",
                        f"--html={tmp_path}/r.html", f"--junitxml={tmp_path}/j.xml",

@@ -6,10 +6,22 @@ suite costs one round of API calls however many services there are.
 
 from __future__ import annotations
 
+from urllib.parse import unquote
+
 import pytest
 
+from bizosaas_acceptance.labels import EXTRA_SUITES, SUITES
 from bizosaas_acceptance.model.manifest import PLACEHOLDER, Service, Stack
+from bizosaas_acceptance.model.target import Target
 from bizosaas_acceptance.outcome import Cause, check, health_cmd, logs_cmd
+from bizosaas_acceptance.secrets import (
+    STRONG_MIN,
+    clip,
+    is_secret_setting,
+    label_names,
+    url_passwords,
+    weakness,
+)
 
 pytestmark = [pytest.mark.containers]
 
@@ -70,7 +82,7 @@ def test_healthy(service: Service, docker_state) -> None:
     check(status == "healthy", f"[HEALTH] ({status}) == healthy: {service.key}",
           expected="Docker health status healthy",
           seen=f"{status}; last probe exit {last.get('ExitCode', '-')}: "
-               f"{(last.get('Output') or '').strip()[:160] or '-'}",
+               f"{clip((last.get('Output') or '').strip(), 160) or '-'}",
           cause=Cause.HEALTH if health else Cause.CONFIG,
           why="its healthcheck command fails" if health else "no healthcheck is configured",
           next_cmd=[health_cmd(service.container), logs_cmd(service.container)])
@@ -153,3 +165,38 @@ def test_secret_well_formed(secret_ref: tuple[Service, str], docker_state, stack
           seen=f"{len(value)} characters: " + ", ".join(problems),
           cause=Cause.API_KEY, why="placeholder left in place, or extra spaces/quotes",
           next_cmd=f"docker exec {svc.container} sh -c 'printf %s \"${name}\" | wc -c'")
+
+
+def test_secrets_not_weak(service: Service, docker_state, stack: Stack,
+                          target: Target) -> None:
+    """No secret in the container's environment is weak (shared/SPEC.md §5, API keys).
+
+    Weak: equal to or part of a name the deployment uses (service, container,
+    network, database, user, suite...), a common or default password, a single
+    dictionary-like word, or shorter than 8 characters — also a URL's password.
+    Such a value is guessable, and the suite cannot mask it in its reports
+    without masking the names it equals (``postgres`` in every label and
+    command), so it is reported here instead. The value itself is never shown:
+    only the variable and what it collides with.
+    """
+    env = _env(docker_state.require(service))
+    names = label_names(stack, user=target.postgres_user, suite=(*SUITES, *EXTRA_SUITES))
+    problems = []
+    for name, value in sorted(env.items()):
+        if is_secret_setting(name, value):
+            why = weakness(value.strip().strip("'\""), names)
+            if why:
+                problems.append(f"{name} {why}")
+        for password in url_passwords(value):
+            why = weakness(unquote(password), names)
+            if why:
+                problems.append(f"{name}: the password of the URL {why}")
+    check(not problems, f"[ENV] {len(problems)} weak secret(s): {service.key}",
+          expected=f"every secret at least {STRONG_MIN} characters, not a common or "
+                   "dictionary word, not equal to or part of a name the deployment uses",
+          seen="; ".join(problems), cause=Cause.API_KEY,
+          why="a guessable secret, which reports cannot mask without masking the names "
+              "it equals",
+          next_cmd=["openssl rand -base64 32  # a new value for each weak secret",
+                    f"docker compose up -d --force-recreate {service.key}  # with the new "
+                    f"values in the env of {service.container}"])

@@ -58,6 +58,7 @@ from bizosaas_acceptance.probes.http import Reply
 from bizosaas_acceptance.probes.infra import rpc_timeout, temporal_call
 from bizosaas_acceptance.probes.records import finished_runs
 from bizosaas_acceptance.probes.snapshot import shared
+from bizosaas_acceptance.secrets import clip
 
 pytestmark = [pytest.mark.integration]
 
@@ -316,7 +317,7 @@ def sweep_failure(what: str, result: dict[str, Any], stack: Stack, api: ApiCalle
     fail(f"[CLEANUP] {what} of earlier runs' records failed",
          expected="lead listing and bulk DELETE ?tag= answering within --http-timeout "
                   f"({api.http.timeout:g}s)",
-         seen="; ".join(problems)[:600],
+         seen=clip("; ".join(problems), 600),
          cause=Cause.SLOW if hung else Cause.APP,
          why="the route hangs (a locked table, a stuck worker)" if hung
          else "the listing or a DELETE endpoint failed: tagged test data stays behind",
@@ -422,7 +423,7 @@ def test_cart_order_checkout(writes, api_auth: ApiCaller, records: Records, stac
     product = next((p for p in products.get("products", []) if p.get("in_stock")), None)
     if product is None:
         fail(f"[FLOW] {COMMERCE}: no product in stock", expected="a product to buy",
-             seen=str(products)[:200], cause=Cause.DATABASE, why="the catalogue is empty",
+             seen=clip(products, 200), cause=Cause.DATABASE, why="the catalogue is empty",
              next_cmd=curl_cmd("GET", api.url(COMMERCE, "/api/products")))
     body = {"session_id": session, "product_id": product["id"], "quantity": 2}
     # The cart's id is ours, so it is registered before it exists.
@@ -499,7 +500,7 @@ def test_agent_task_runs_on_temporal(writes, api_auth: ApiCaller, records: Recor
     check(state.get("status") == "completed",
           f"[FLOW] {AI}: task {task_id} status {state.get('status')!r} after "
           f"{TASK_TIMEOUT_S:g}s", expected=f"completed within {TASK_TIMEOUT_S:g} s",
-          seen=str(state)[:240], cause=Cause.TEMPORAL,
+          seen=clip(state, 240), cause=Cause.TEMPORAL,
           why="the workflow does not run: no worker on the task queue, or Temporal is down",
           next_cmd=[f"temporal workflow describe --workflow-id {task_id} --address "
                     f"{target.address(stack.by_protocol('grpc'))}" if stack.by_protocol('grpc')
@@ -518,7 +519,7 @@ def test_agent_task_runs_on_temporal(writes, api_auth: ApiCaller, records: Recor
     check(status == WorkflowExecutionStatus.COMPLETED,
           f"[FLOW] {AI}: Temporal workflow {task_id} "
           f"{getattr(status, 'name', status) or 'not found'}",
-          expected=f"workflow {task_id} COMPLETED in Temporal", seen=str(desc)[:200],
+          expected=f"workflow {task_id} COMPLETED in Temporal", seen=clip(desc, 200),
           cause=Cause.TEMPORAL, why="the task did not go through Temporal",
           next_cmd=logs_cmd(stack.services[AI].container))
     if GATEWAY in stack.services:
@@ -526,7 +527,7 @@ def test_agent_task_runs_on_temporal(writes, api_auth: ApiCaller, records: Recor
                      200, stack, GATEWAY, f"read task {task_id} through brain")
         check(via.get("status") == "completed", f"[FLOW] task {task_id} through brain: "
               f"{via.get('status')!r}", expected="completed through /api/ai",
-              seen=str(via)[:200], cause=Cause.CONFIG, next_cmd=logs_cmd(
+              seen=clip(via, 200), cause=Cause.CONFIG, next_cmd=logs_cmd(
                   stack.services[GATEWAY].container))
 
 

@@ -25,6 +25,7 @@ import pytest
 from bizosaas_acceptance.model.manifest import Service, Stack
 from bizosaas_acceptance.outcome import Cause, check, fail, logs_cmd
 from bizosaas_acceptance.probes.soak import SoakResult, p95, slope, thirds
+from bizosaas_acceptance.secrets import clip
 from bizosaas_acceptance.soakmode import shared_result, soak_settings
 
 pytestmark = [pytest.mark.soak]
@@ -139,8 +140,8 @@ def test_soak_connections_stable(pg_service: Service, soak: SoakResult, cfg: dic
     check(len(points) >= 3, f"[SOAK] {pg_service.key}: connections not sampled",
           expected="pg_stat_activity counts through the soak",
           seen=f"{len(points)} samples; "
-               + "; ".join(sorted({p for s in soak.samples for p in s.problems
-                                  if p.startswith("postgres")}))[:200],
+               + clip("; ".join(sorted({p for s in soak.samples for p in s.problems
+                                       if p.startswith("postgres")})), 200),
           cause=Cause.DATABASE, next_cmd=logs_cmd(pg_service.container))
     first, last = thirds([y for _, y in points])
     growth = min(last) - max(first)

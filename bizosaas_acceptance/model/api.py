@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from bizosaas_acceptance.model.manifest import STACKS_DIR, ManifestError, Service, Stack, read_yaml
+from bizosaas_acceptance.secrets import clip
 
 API_SCHEMA_FILE = STACKS_DIR / "api.schema.yaml"
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -134,7 +135,7 @@ class ApiSpec:
         out = []
         for err in errors[:limit]:
             where = "/".join(str(p) for p in err.absolute_path) or "(body)"
-            msg = err.message if len(err.message) <= 160 else err.message[:157] + "..."
+            msg = clip(err.message, 160)  # it may quote the body: masked, then cut
             out.append(f"{where}: {msg}")
         return out
 
@@ -165,7 +166,7 @@ def _validate_file(data: Any, source: str) -> None:
         hint = err.schema.get("description") if isinstance(err.schema, dict) else None
         if not hint and err.validator in ("additionalProperties", "required"):
             hint = "see stacks/api.schema.yaml for the allowed fields"
-        msg = err.message if len(err.message) <= 160 else err.message[:157] + "..."
+        msg = clip(err.message, 160)
         raise ManifestError(f"{source}: {_where(err)}: {msg}" + (f" (expected {hint})"
                                                                  if hint else ""))
 
@@ -238,7 +239,7 @@ def build_api(data: Any, source: str, stack: Stack, strict: bool = True) -> ApiS
                     refs = re.findall(r"#/schemas/([\w-]+)", json.dumps(schema))
                 except jsonschema.SchemaError as exc:
                     raise ManifestError(f"{where}.endpoints.{n}.{sname}: not a valid JSON "
-                                        f"Schema: {exc.message[:160]}") from None
+                                        f"Schema: {clip(exc.message, 160)}") from None
                 missing = [r for r in refs if r not in schemas]
                 if missing:
                     raise ManifestError(f"{where}.endpoints.{n}.{sname}: $ref to unknown "

@@ -24,6 +24,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from bizosaas_acceptance.secrets import clip
+
 #: Defaults of the manifest's ``soak:`` section.
 DEFAULT_SOAK: dict[str, Any] = {
     "interval_s": 5,                   # one sample every this many seconds
@@ -232,7 +234,7 @@ class Soak:
                 for svc, (mb, cpu) in mem.result().items():
                     sample.memory_mb[svc], sample.cpu_pct[svc] = mb, cpu
             except Exception as exc:  # noqa: BLE001 - recorded, judged by the checks
-                sample.problems.append(f"docker stats: {type(exc).__name__}: {exc}"[:200])
+                sample.problems.append(clip(f"docker stats: {type(exc).__name__}: {exc}", 200))
             for name, fut in (("postgres", pg), ("redis", rd)):
                 if fut is None:
                     continue
@@ -243,7 +245,7 @@ class Soak:
                     else:
                         sample.redis_mb = round(float(value), 3)
                 except Exception as exc:  # noqa: BLE001
-                    sample.problems.append(f"{name}: {type(exc).__name__}: {exc}"[:200])
+                    sample.problems.append(clip(f"{name}: {type(exc).__name__}: {exc}", 200))
         sample.requests, sample.errors, sample.latencies_ms = self.traffic.take()
         return sample
 

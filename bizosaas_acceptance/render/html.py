@@ -7,7 +7,6 @@ hooks only (its templates stay its own).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from html import escape
 from typing import Any
@@ -16,32 +15,30 @@ import pytest
 
 from bizosaas_acceptance.gate import Summary, Verdict, format_rate
 from bizosaas_acceptance.labels import report_labels
+from bizosaas_acceptance.secrets import mask_metadata
 
-#: Metadata (pytest-html's Environment table) whose names look like these is hidden.
-SECRET_NAME = re.compile(r"KEY|SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
+#: What pytest-html's Environment table shows for a value named like a secret.
 HIDDEN = "(hidden)"
 
 
 # -- pytest-metadata / pytest-html -------------------------------------------------------
 
 
+def scrub(metadata: dict[str, Any]) -> None:
+    """Scrub a pytest-metadata mapping in place (see :func:`secrets.mask_metadata`):
+    values named like secrets hidden, every other value masked (URL passwords)."""
+    mask_metadata(metadata, HIDDEN)
+
+
 def scrub_metadata(config: pytest.Config) -> None:
-    """Hide values of metadata entries named like secrets before pytest-html shows them."""
+    """Scrub this process's metadata before pytest-html shows it (idempotent)."""
     try:
         from pytest_metadata.plugin import metadata_key
     except ImportError:
         return
     metadata = config.stash.get(metadata_key, None)
     if metadata is not None:
-        _scrub(metadata)
-
-
-def _scrub(mapping: dict[str, Any]) -> None:
-    for name, value in mapping.items():
-        if SECRET_NAME.search(str(name)):
-            mapping[name] = HIDDEN
-        elif isinstance(value, dict):
-            _scrub(value)
+        scrub(metadata)
 
 
 _CSS = """
@@ -157,6 +154,16 @@ class HtmlReport:
         self.summary = summary
         self.run_id = run_id
         self.extra_blocks = extra_blocks or (lambda: [])
+
+    @pytest.hookimpl(trylast=True, optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: object | None) -> None:
+        """xdist: pytest-metadata merged a worker's mapping into ours; scrub again."""
+        scrub_metadata(node.config)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        """Last scrub before pytest-html writes the Environment table."""
+        scrub_metadata(session.config)
 
     def pytest_html_report_title(self, report: Any) -> None:
         report.title = f"BizOSaaS acceptance – run {self.run_id}"
