@@ -72,7 +72,7 @@ def history_dir(settings: dict[str, Any]) -> Path:
     return Path(settings.get("gate_json") or "reports/gate.json").parent / "history"
 
 
-def window_for(stack: Stack, target: Target, settings: dict[str, Any],
+def window_for(api: Any, stack: Stack, target: Target, settings: dict[str, Any],
                attrs: dict[str, Any]) -> probe.Window:
     """This container's window: --logs-since, else start / previous run / logs.since."""
     started = probe.docker_time((attrs.get("State") or {}).get("StartedAt"))
@@ -82,9 +82,11 @@ def window_for(stack: Stack, target: Target, settings: dict[str, Any],
         previous = probe.previous_run(history_dir(settings), stack.name,
                                       (target.host, target.docker_host or "",
                                        target.docker_display()))
+    offset = (probe.engine_offset(api, target.connect_timeout)
+              if previous is not None or since is not None else 0.0)
     bound = probe.parse_duration(str(stack.logs.get("since") or probe.DEFAULT_SINCE))
     return probe.choose_window(started=started, now=time.time(), since=since, bound_s=bound,
-                               previous=previous,
+                               previous=previous, offset=offset,
                                since_start=bool(stack.logs.get("since_start", True)))
 
 
@@ -98,11 +100,11 @@ def _log_scan(svc: Service, docker_client: Any, docker_state: Any, stack: Stack,
              cause=Cause.WONT_START, next_cmd=f"docker ps -a --filter name={svc.container}")
     MASKER.add_env((attrs.get("Config") or {}).get("Env") or [])
     patterns, allow = compiled(stack, "error_patterns"), compiled(stack, "allow")
-    window = window_for(stack, target, settings, attrs)
     judge = probe.LineJudge(patterns, allow, svc.startup_lines, announce=MASKER.add)
     max_bytes = parse_size(stack.logs.get("max_bytes")) or probe.DEFAULT_MAX_BYTES
 
     def produce() -> dict[str, Any]:
+        window = window_for(docker_client.api, stack, target, settings, attrs)
         result = probe.scan_log(docker_client.api, svc.container, window=window, judge=judge,
                                 max_bytes=max_bytes, deadline_s=DOCKER_API_TIMEOUT,
                                 connect_timeout=target.connect_timeout,
@@ -116,13 +118,9 @@ def _log_scan(svc: Service, docker_client: Any, docker_state: Any, stack: Stack,
     except Exception as exc:  # noqa: BLE001 - the Docker API's errors vary by transport
         fail(f"[LOGS] {svc.key}: cannot read the log of {svc.container}",
              expected=f"the container's log through the Docker API within "
-                      f"{DOCKER_API_TIMEOUT:g} s ({window_text(window)})",
+                      f"{DOCKER_API_TIMEOUT:g} s",
              seen=f"{type(exc).__name__}: {str(exc)[:200]}", cause=Cause.WONT_START,
              next_cmd=f"docker logs --tail 50 {svc.container}")
-
-
-def window_text(window: probe.Window) -> str:
-    return probe.window_text({"window_start": window.start, "window_reason": window.reason})
 
 
 def _cause(lines: list[str]) -> tuple[str, str]:

@@ -83,8 +83,9 @@ MAX_FRAME = 4 * 1024 * 1024
 KEEP_MATCHES = 20
 #: What a process prints in its first instant can be stamped before StartedAt.
 START_SLACK_S = 1.0
-#: The previous run's start is the runner's clock, log timestamps the engine's.
-HISTORY_SLACK_S = 60.0
+#: The previous run's start is the runner's clock, log timestamps the engine's:
+#: the offset between them is measured (:func:`engine_offset`, to a second).
+HISTORY_SLACK_S = 5.0
 #: Bytes from the container's start read to learn announced secrets.
 LEARN_BYTES = 1024 * 1024
 TS_LEN = 30  # b"2024-05-01T03:10:05.123456789Z"
@@ -196,16 +197,21 @@ class Window:
 
 def choose_window(*, started: float | None, now: float, since: Since | None = None,
                   bound_s: float | None = None, previous: float | None = None,
-                  since_start: bool = True) -> Window:
+                  since_start: bool = True, offset: float = 0.0) -> Window:
     """The window to scan.
 
     ``since`` (``--logs-since``) decides alone, but never before the container's
     start. Otherwise the latest of: the container's start, the previous run of
-    this target (``previous``, epoch, minus a minute of clock slack), and
+    this target (``previous``, epoch, minus a few seconds of slack), and
     ``bound_s`` back from now (manifest ``logs.since``). ``since_start=False``
     (manifest) lets a window reach into the container's earlier starts.
+    ``now`` and ``previous`` are this machine's clock, ``started`` the engine's;
+    ``offset`` (engine minus ours, :func:`engine_offset`) converts.
     """
     floor = started - START_SLACK_S if (since_start and started) else None
+    now += offset
+    if previous is not None:
+        previous += offset
     if since is not None:
         at = since.start(now)
         if floor is not None and floor >= at:
@@ -222,6 +228,27 @@ def choose_window(*, started: float | None, now: float, since: Since | None = No
         return Window(None, "the log's beginning", started)
     at, reason = max(candidates, key=lambda c: c[0])
     return Window(at, reason, started)
+
+
+def engine_offset(api: Any, timeout: float) -> float:
+    """The engine's clock minus this machine's, in seconds (to about one second).
+
+    From the ``Date`` header of one ``GET /_ping`` (bounded by ``timeout``); 0.0
+    when the engine does not say. Log timestamps are the engine's clock, the run
+    history's times this machine's.
+    """
+    from email.utils import parsedate_to_datetime
+
+    before = time.time()
+    try:
+        res = api.get(f"{api.base_url}/_ping", timeout=(timeout, timeout))
+        date = res.headers.get("Date")
+        res.close()
+        after = time.time()
+        engine = parsedate_to_datetime(date).timestamp() + 0.5 if date else None
+    except Exception:  # noqa: BLE001 - no offset is better than no scan
+        return 0.0
+    return 0.0 if engine is None else engine - (before + after) / 2
 
 
 def previous_run(history_dir: Path, stack: str, targets: Iterable[str], *,
@@ -658,7 +685,7 @@ def scan_log(api: Any, container: str, *, window: Window, judge: LineJudge,
             # Throw the pass away (it started too far back) and ask for fewer lines.
             capped = True
             avg = max(acc.bytes / max(1, acc.raw), total.bytes / max(1, total.raw), 1.0)
-            smaller = min(target // 2, int((max_bytes - total.bytes) / avg * 0.9))
+            smaller = min(int(target * 0.9), int((max_bytes - total.bytes) / avg * 0.9))
             retries += 1
             if smaller < 1 or retries > MAX_RETRIES:
                 break
@@ -826,7 +853,8 @@ def describe(result: dict[str, Any]) -> str:
                 else f"{clock(a, date=True).removesuffix(' UTC')}–{clock(b, date=True)}")
     else:
         span = "no lines in the window"
-    text = f"{result['lines']:,} lines ({size_text(result['bytes'])}), {span}"
+    n = result["lines"]
+    text = f"{n:,} line{'' if n == 1 else 's'} ({size_text(result['bytes'])}), {span}"
     if result.get("capped"):
         text += f", capped at {size_text(result['max_bytes'])} (older lines not read)"
     if result.get("deadline"):
