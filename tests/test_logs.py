@@ -19,6 +19,7 @@ prints its unseal key and root token) never reach a report.
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from pathlib import Path
@@ -67,9 +68,13 @@ def compiled(stack: Stack, key: str) -> list[re.Pattern[str]]:
     return out
 
 
-def history_dir(settings: dict[str, Any]) -> Path:
-    """Where the run history lives: ``history/`` beside gate.json (reports/history)."""
-    return Path(settings.get("gate_json") or "reports/gate.json").parent / "history"
+def history_dir(config: pytest.Config) -> Path:
+    """Where the run history lives: ``history/`` beside gate.json (reports/history),
+    a relative --gate-json taken from where pytest was invoked (as the gate does)."""
+    raw = str(config.stash[SETTINGS].get("gate_json") or "reports/gate.json")
+    path = Path(os.path.expandvars(raw)).expanduser()
+    return (path if path.is_absolute() else config.invocation_params.dir / path).parent \
+        / "history"
 
 
 def window_for(api: Any, stack: Stack, target: Target, settings: dict[str, Any],
@@ -79,7 +84,7 @@ def window_for(api: Any, stack: Stack, target: Target, settings: dict[str, Any],
     since = settings.get("logs_since")
     previous = None
     if since is None:
-        previous = probe.previous_run(history_dir(settings), stack.name,
+        previous = probe.previous_run(settings["_history_dir"], stack.name,
                                       (target.host, target.docker_host or "",
                                        target.docker_display()))
     offset = (probe.engine_offset(api, target.connect_timeout)
@@ -138,8 +143,8 @@ def _grep_cmd(svc: Service, result: dict[str, Any], patterns: list[str]) -> str:
 
 @pytest.fixture(scope="session")
 def settings(pytestconfig: pytest.Config) -> dict[str, Any]:
-    """The run's resolved options (--logs-since, --gate-json, ...)."""
-    return pytestconfig.stash[SETTINGS]
+    """The run's resolved options (--logs-since, ...) and where its history is."""
+    return {**pytestconfig.stash[SETTINGS], "_history_dir": history_dir(pytestconfig)}
 
 
 def test_log_free_of_errors(service: Service, docker_client, docker_state, stack: Stack,
