@@ -335,15 +335,23 @@ def test_window_leaves_out_what_is_older(container, tmp_path: Path) -> None:
 
 @pytest.mark.stack
 def test_deadline_and_unknown_container(container) -> None:
-    name = container(FILLER.format(n=2000))
+    name = container(FILLER.format(n=300000))  # about 29 MB: longer than the deadline
     _wait_for(name, "logtest done")
     api = _api()
     window = probe.Window(None, "the log's beginning")
-    judge = probe.LineJudge(ERRORS, [])
+    judge = probe.LineJudge(ERRORS, [], ["logtest started"])
     t0 = time.monotonic()
     with pytest.raises(TimeoutError):
         probe.scan_log(api, name, window=window, judge=judge, deadline_s=0.0)
     assert time.monotonic() - t0 < 1
+    # Cut in the middle of a stream: what was read stands, and says so.
+    t0 = time.monotonic()
+    part = probe.scan_log(api, name, window=window, judge=judge, deadline_s=0.5)
+    took = time.monotonic() - t0
+    assert took < 1.5, took
+    assert part["deadline"] and 0 < part["lines"] < 300004, part
+    assert part["count"] == 1 and part["matches"][0][1] == "ERROR late line"
+    assert "stopped at the 0.5 s deadline" in probe.describe(part)
     with pytest.raises(probe.LogReadError, match="404"):
         probe.scan_log(api, "bizosaas-logtest-no-such-container", window=window, judge=judge)
 

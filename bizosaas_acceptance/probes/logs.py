@@ -662,6 +662,8 @@ def scan_log(api: Any, container: str, *, window: Window, judge: LineJudge,
     wanted = list(judge.startup)
     target, passes, retries = first_pass, 0, 0
     capped = deadline_hit = exhausted = False
+    broken: str | None = None  # a read error after some lines were read
+    gap: bytes | None = None  # lines just older than this were not all read (deadline)
     cut: bytes | None = None
     while passes < MAX_PASSES:
         passes += 1
@@ -676,9 +678,9 @@ def scan_log(api: Any, container: str, *, window: Window, judge: LineJudge,
                 overlap_max=OVERLAP_COUNT_MAX if total.raw <= OVERLAP_COUNT_MAX // 2 else 0)
         except _Deadline:
             acc, status, delivered = _Tally(), "deadline", 0
-        except LogReadError:
+        except LogReadError as exc:
             if total.raw:  # what was read stands; the rest is unknown
-                deadline_hit = True
+                broken = str(exc)
                 break
             raise
         if status == "overflow":
@@ -691,6 +693,10 @@ def scan_log(api: Any, container: str, *, window: Window, judge: LineJudge,
                 break
             target = smaller
             continue
+        if status == "deadline" and acc.raw and cut is not None:
+            # Cut short between its start and the lines already read: what it
+            # found stands (detection), the message says a stretch was skipped.
+            gap = cut
         total = acc.then(total)
         if acc.first is not None:
             cut = acc.first
@@ -717,10 +723,11 @@ def scan_log(api: Any, container: str, *, window: Window, judge: LineJudge,
     reached_start = exhausted and window.covers_start
     startup: dict[str, Any] | None = None
     missing = [w for w in judge.startup if w not in total.found]
-    if not reached_start and (missing or (total.count and judge.announce is not None)) \
-            and time.monotonic() < deadline_at:
-        startup = _from_start(api, container, judge, window, base, cut, missing, max_bytes,
-                              tty, connect_timeout, deadline_at)
+    # Lines will be quoted: first learn what the log announced at its start.
+    learn = bool(total.count and judge.announce is not None)
+    if not reached_start and (missing or learn) and time.monotonic() < deadline_at:
+        startup = _from_start(api, container, judge, window, base, cut, missing, learn,
+                              max_bytes, tty, connect_timeout, deadline_at)
         total.found |= set(startup.pop("found"))
     return {
         "container": container,
@@ -730,6 +737,7 @@ def scan_log(api: Any, container: str, *, window: Window, judge: LineJudge,
         "first": total.first.decode() if total.first else None,
         "last": total.last.decode() if total.last else None,
         "capped": capped, "max_bytes": max_bytes, "deadline": deadline_hit,
+        "gap_before": gap.decode() if gap else None, "broken": broken,
         "deadline_s": deadline_s, "reached_window_start": exhausted, "passes": passes,
         "count": total.count, "matches": [list(m) for m in total.matches],
         "startup_found": [w for w in judge.startup if w in total.found],
@@ -761,13 +769,14 @@ def _older_exists(api: Any, container: str, base: dict[str, Any], total: _Tally,
 
 
 def _from_start(api: Any, container: str, judge: LineJudge, window: Window,
-                base: dict[str, Any], cut: bytes | None, missing: list[str], max_bytes: int,
-                tty: bool, connect_timeout: float, deadline_at: float) -> dict[str, Any]:
+                base: dict[str, Any], cut: bytes | None, missing: list[str], learn: bool,
+                max_bytes: int, tty: bool, connect_timeout: float, deadline_at: float
+                ) -> dict[str, Any]:
     """Read forward from the container's start: startup lines, announced secrets.
 
     Stops when the lines already scanned are reached, when every missing
-    startup line was found (after the first LEARN_BYTES), at the cap or at the
-    deadline.
+    startup line was found (and, when ``learn``, the first LEARN_BYTES were
+    read), at the cap or at the deadline.
     """
     params = {k: v for k, v in base.items() if k != "since"}
     params["tail"] = "all"
@@ -776,7 +785,7 @@ def _from_start(api: Any, container: str, judge: LineJudge, window: Window,
     wanted = list(missing)
     found: list[str] = []
     read = lines = 0
-    status = "done"
+    status = "to the log's end"
     try:
         req = _Request(api, container, params, tty=tty, connect_timeout=connect_timeout,
                        deadline_at=deadline_at)
@@ -795,13 +804,13 @@ def _from_start(api: Any, container: str, judge: LineJudge, window: Window,
                 break
             text = body.decode("utf-8", "replace")
             lines += 1
-            if read <= LEARN_BYTES:
+            if learn and read <= LEARN_BYTES:
                 judge.learn(text, text.lower() if text.isascii() else None)
-            for w in list(wanted):
-                if w in text:
-                    found.append(w)
-                    wanted.remove(w)
-            if not wanted and read > LEARN_BYTES:
+            for w in [w for w in wanted if w in text]:
+                found.append(w)
+                wanted.remove(w)
+            if not wanted and (not learn or read > LEARN_BYTES):
+                status = "found" if missing else "learnt"
                 break
             if lines % 1024 == 0 and time.monotonic() >= deadline_at:
                 status = "deadline"
@@ -859,6 +868,11 @@ def describe(result: dict[str, Any]) -> str:
         text += f", capped at {size_text(result['max_bytes'])} (older lines not read)"
     if result.get("deadline"):
         text += f", stopped at the {result.get('deadline_s', 0):g} s deadline"
+        if result.get("gap_before"):
+            text += (f" (lines just before {clock(_ts_epoch(result['gap_before']))} "
+                     "not all read)")
+    if result.get("broken"):
+        text += f", cut short by {result['broken'][:120]}"
     return text
 
 
