@@ -31,7 +31,7 @@ from bizosaas_acceptance.model.manifest import Service, Stack, parse_size
 from bizosaas_acceptance.model.target import Target
 from bizosaas_acceptance.outcome import Cause, check, fail
 from bizosaas_acceptance.probes import logs as probe
-from bizosaas_acceptance.probes.docker import DOCKER_API_TIMEOUT
+from bizosaas_acceptance.probes.docker import STREAM_FACTOR
 from bizosaas_acceptance.probes.snapshot import shared
 from bizosaas_acceptance.secrets import MASKER
 from bizosaas_acceptance.state import SETTINGS
@@ -107,11 +107,13 @@ def _log_scan(svc: Service, docker_client: Any, docker_state: Any, stack: Stack,
     patterns, allow = compiled(stack, "error_patterns"), compiled(stack, "allow")
     judge = probe.LineJudge(patterns, allow, svc.startup_lines, announce=MASKER.add)
     max_bytes = parse_size(stack.logs.get("max_bytes")) or probe.DEFAULT_MAX_BYTES
+    # The suite's bound for a Docker stream: STREAM_FACTOR connect timeouts in all.
+    deadline_s = STREAM_FACTOR * target.connect_timeout
 
     def produce() -> dict[str, Any]:
         window = window_for(docker_client.api, stack, target, settings, attrs)
         result = probe.scan_log(docker_client.api, svc.container, window=window, judge=judge,
-                                max_bytes=max_bytes, deadline_s=DOCKER_API_TIMEOUT,
+                                max_bytes=max_bytes, deadline_s=deadline_s,
                                 connect_timeout=target.connect_timeout,
                                 tty=bool((attrs.get("Config") or {}).get("Tty")))
         # Masked here, after the scan: a value announced anywhere it read counts.
@@ -122,8 +124,7 @@ def _log_scan(svc: Service, docker_client: Any, docker_state: Any, stack: Stack,
         return shared(run_id, f"logs-{svc.container}", produce)
     except Exception as exc:  # noqa: BLE001 - the Docker API's errors vary by transport
         fail(f"[LOGS] {svc.key}: cannot read the log of {svc.container}",
-             expected=f"the container's log through the Docker API within "
-                      f"{DOCKER_API_TIMEOUT:g} s",
+             expected=f"the container's log through the Docker API within {deadline_s:g} s",
              seen=f"{type(exc).__name__}: {str(exc)[:200]}", cause=Cause.WONT_START,
              next_cmd=f"docker logs --tail 50 {svc.container}")
 
