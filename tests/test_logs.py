@@ -98,7 +98,7 @@ def window_for(api: Any, stack: Stack, target: Target, settings: dict[str, Any],
 def _log_scan(svc: Service, docker_client: Any, docker_state: Any, stack: Stack,
               target: Target, settings: dict[str, Any], run_id: str) -> dict[str, Any]:
     __tracebackhide__ = True
-    attrs = docker_state.container(svc)
+    attrs = docker_state.log_attrs(svc)  # Swarm: from the task, on any node
     if attrs is None:
         fail(f"[LOGS] {svc.key}: container {svc.container} not found",
              expected=f"a container named {svc.container}", seen="no such container",
@@ -115,7 +115,10 @@ def _log_scan(svc: Service, docker_client: Any, docker_state: Any, stack: Stack,
         result = probe.scan_log(docker_client.api, svc.container, window=window, judge=judge,
                                 max_bytes=max_bytes, deadline_s=deadline_s,
                                 connect_timeout=target.connect_timeout,
-                                tty=bool((attrs.get("Config") or {}).get("Tty")))
+                                tty=bool((attrs.get("Config") or {}).get("Tty")),
+                                # A Swarm task's log is read as its service's log
+                                # (every task, any node).
+                                service=swarm_service(attrs))
         # Masked here, after the scan: a value announced anywhere it read counts.
         result["matches"] = [[ts, MASKER.mask(line)] for ts, line in result["matches"]]
         return result
@@ -126,7 +129,7 @@ def _log_scan(svc: Service, docker_client: Any, docker_state: Any, stack: Stack,
         fail(f"[LOGS] {svc.key}: cannot read the log of {svc.container}",
              expected=f"the container's log through the Docker API within {deadline_s:g} s",
              seen=f"{type(exc).__name__}: {str(exc)[:200]}", cause=Cause.WONT_START,
-             next_cmd=f"docker logs --tail 50 {svc.container}")
+             next_cmd=f"{logs_cmd(swarm_service(attrs))} --tail 50 {svc.container}")
 
 
 def _cause(lines: list[str]) -> tuple[str, str]:
@@ -136,9 +139,21 @@ def _cause(lines: list[str]) -> tuple[str, str]:
     return Cause.APP, "the service logs errors in the window read"
 
 
+def swarm_service(attrs: dict[str, Any]) -> str | None:
+    """The Swarm service whose task this container is (None: a plain container)."""
+    labels = (attrs.get("Config") or {}).get("Labels") or {}
+    return labels.get("com.docker.swarm.service.name") or None
+
+
+def logs_cmd(service: str | None) -> str:
+    """``docker logs``, or ``docker service logs`` for a Swarm task."""
+    return "docker service logs" if service else "docker logs"
+
+
 def _grep_cmd(svc: Service, result: dict[str, Any], patterns: list[str]) -> str:
     words = "|".join(re.sub(r"\(\?i\)|\\b|[()]", "", p) for p in patterns) or "error"
-    return (f"docker logs --since {probe.since_arg(result)} {svc.container} 2>&1 "
+    return (f"{logs_cmd(result.get('service'))} --since {probe.since_arg(result)} "
+            f"{svc.container} 2>&1 "
             f"| grep -Ei '{words}'")
 
 
@@ -189,5 +204,7 @@ def test_startup_lines(startup_service: Service, docker_client, docker_state, st
           seen="found " + (", ".join(repr(w) for w in result["startup_found"])
                             or "none of them") + f"{INDENT}read: {read}",
           cause=cause, why="the service did not (yet) connect to a dependency it needs",
-          next_cmd=[f"docker logs --since {since} {svc.container} 2>&1 | head -30",
-                    f"docker inspect --format '{{{{.State.StartedAt}}}}' {svc.container}"])
+          next_cmd=[f"{logs_cmd(result.get('service'))} --since {since} {svc.container} 2>&1 "
+                    "| head -30",
+                    f"docker service ps --no-trunc {svc.container}" if result.get("service")
+                    else f"docker inspect --format '{{{{.State.StartedAt}}}}' {svc.container}"])

@@ -442,16 +442,18 @@ def _ts_text(epoch: float) -> str:
 
 
 class _Request:
-    """One ``GET /containers/{name}/logs``: its lines, its deadline, closing it."""
+    """One ``GET /{source}/logs`` (``containers/<name>`` or ``services/<name>``): its
+    lines, its deadline, closing it."""
 
-    def __init__(self, api: Any, container: str, params: dict[str, Any], *, tty: bool,
+    def __init__(self, api: Any, source: str, params: dict[str, Any], *, tty: bool,
                  connect_timeout: float, deadline_at: float) -> None:
         self.deadline_at = deadline_at
         self.tty = tty
         left = deadline_at - time.monotonic()
         if left <= 0:
             raise _Deadline()
-        url = f"{api.base_url}/v{api.api_version}/containers/{quote(container, safe='')}/logs"
+        kind, _, name = source.partition("/")
+        url = f"{api.base_url}/v{api.api_version}/{kind}/{quote(name, safe='')}/logs"
         # Connect within the suite's connect timeout; no read may wait past the deadline.
         self.res = api.get(url, params=params, stream=True,
                            timeout=(min(connect_timeout, left), max(0.05, left)))
@@ -566,8 +568,10 @@ class _Tally:
 
     def then(self, newer: _Tally) -> _Tally:
         """This (older) stretch followed by ``newer``."""
+        firsts = [t for t in (self.first, newer.first) if t is not None]
+        lasts = [t for t in (self.last, newer.last) if t is not None]
         return _Tally(self.raw + newer.raw, self.lines + newer.lines, self.bytes + newer.bytes,
-                      self.first or newer.first, newer.last or self.last,
+                      min(firsts) if firsts else None, max(lasts) if lasts else None,
                       self.count + newer.count, (self.matches + newer.matches)[:KEEP_MATCHES],
                       self.found | newer.found)
 
@@ -576,9 +580,10 @@ def _take(judge: LineJudge, tally: _Tally, ts: bytes, text_bytes: bytes, wanted:
           ) -> None:
     tally.raw += 1
     tally.bytes += len(text_bytes) + 1
-    if tally.first is None:
+    if tally.first is None or ts < tally.first:
         tally.first = ts
-    tally.last = ts
+    if tally.last is None or ts > tally.last:
+        tally.last = ts
     text = text_bytes.decode("utf-8", "replace").rstrip("\r")
     if not text.strip():
         return
@@ -595,29 +600,54 @@ def _take(judge: LineJudge, tally: _Tally, ts: bytes, text_bytes: bytes, wanted:
             wanted.remove(w)
 
 
-def _pass(api: Any, container: str, judge: LineJudge, *, params: dict[str, Any],
-          cutoff: bytes | None, budget: int, wanted: list[str], tty: bool,
-          connect_timeout: float, deadline_at: float, overlap_max: int = OVERLAP_COUNT_MAX
-          ) -> tuple[_Tally, str, int]:
-    """Read one tail; scan the lines older than ``cutoff``.
+_TASK = re.compile(rb"(?:^|,)com\.docker\.swarm\.task\.id=([^,]+)")
 
-    Returns the tally, how the pass ended (``done``: the stream ended; ``cutoff``:
-    closed at the already scanned lines; ``overflow``: the budget would be
-    exceeded; ``deadline``) and how many lines the stream delivered (counted
-    only when it ended: ``done``).
+
+def _split_details(body: bytes) -> tuple[bytes, bytes]:
+    """(task id, message) of a service log line requested with ``details``."""
+    head, _, rest = body.partition(b" ")
+    m = _TASK.search(head)
+    return (m.group(1), rest) if m else (b"", body)
+
+
+@dataclass
+class _Pass:
+    """How one pass ended, per stream: a container's log is one stream (key b""),
+    a service's log one per task (they interleave; each is in time order)."""
+
+    tally: _Tally
+    status: str  # done | cutoff | overflow | deadline
+    delivered: dict[bytes, int] = field(default_factory=dict)
+    first: dict[bytes, bytes] = field(default_factory=dict)  # oldest line scanned, per stream
+    taken: dict[bytes, int] = field(default_factory=dict)
+
+
+def _pass(api: Any, source: str, judge: LineJudge, *, params: dict[str, Any],
+          cutoffs: dict[bytes, bytes], budget: int, wanted: list[str], tty: bool,
+          connect_timeout: float, deadline_at: float, keyed: bool = False,
+          overlap_max: int = OVERLAP_COUNT_MAX) -> _Pass:
+    """Read one tail; scan the lines older than the cutoff of their stream.
+
+    The pass ends ``done`` (the stream ended), ``cutoff`` (a container's stream
+    closed at the lines already scanned), ``overflow`` (the budget would be
+    exceeded) or at the ``deadline``; ``delivered`` counts every line a stream
+    sent (complete only when ``done``). ``keyed``: a service's log, whose task
+    streams interleave: lines are told apart by task and the whole tail is read.
     """
     tally = _Tally()
     wanted = list(wanted)
-    req = _Request(api, container, params, tty=tty, connect_timeout=connect_timeout,
+    req = _Request(api, source, params, tty=tty, connect_timeout=connect_timeout,
                    deadline_at=deadline_at)
-    delivered = overlap = 0
+    out = _Pass(tally, "done")
+    delivered, first, taken = out.delivered, out.first, out.taken
+    overlap = n = 0
     last_ts = b""
-    status = "done"
+    key = b""
     try:
         for line in req.lines():
-            delivered += 1
-            if delivered % 1024 == 0 and time.monotonic() >= deadline_at:
-                status = "deadline"
+            n += 1
+            if n % 1024 == 0 and time.monotonic() >= deadline_at:
+                out.status = "deadline"
                 break
             norm = _norm_ts(line)
             if norm is None:
@@ -625,40 +655,58 @@ def _pass(api: Any, container: str, judge: LineJudge, *, params: dict[str, Any],
             else:
                 ts, body = norm[0], line[norm[1]:]
                 last_ts = ts
+            if keyed:
+                key, body = _split_details(body)
+            delivered[key] = delivered.get(key, 0) + 1
+            cutoff = cutoffs.get(key)
             if cutoff is not None and ts >= cutoff:
+                if keyed:
+                    continue
                 overlap += 1
                 if overlap > overlap_max:
-                    status = "cutoff"
+                    out.status = "cutoff"
                     break
                 continue
             if tally.bytes + len(body) + 1 > budget:
-                status = "overflow"
+                out.status = "overflow"
                 break
             _take(judge, tally, ts, body, wanted)
+            taken[key] = taken.get(key, 0) + 1
+            if key not in first or ts < first[key]:
+                first[key] = ts
     except _Deadline:
-        status = "deadline"
+        out.status = "deadline"
     finally:
         req.close()
-    return tally, status, delivered
+    return out
 
 
 def scan_log(api: Any, container: str, *, window: Window, judge: LineJudge,
              max_bytes: int = DEFAULT_MAX_BYTES, deadline_s: float = 30.0,
              connect_timeout: float = 5.0, tty: bool = False,
-             first_pass: int = FIRST_PASS_LINES) -> dict[str, Any]:
+             first_pass: int = FIRST_PASS_LINES, service: str | None = None
+             ) -> dict[str, Any]:
     """Scan ``container``'s log over ``window``, newest part first, within the bounds.
 
-    ``api`` is a docker-py ``APIClient`` (``client.api``). Raises
-    :class:`LogReadError` when nothing could be read at all (or TimeoutError
-    when the deadline passed first). The result is JSON-serializable; see
-    :func:`describe` for the one-line account of what was scanned.
+    ``api`` is a docker-py ``APIClient`` (``client.api``). ``service``: read that
+    Swarm service's log instead (every task, any node; ``docker service logs``).
+    Raises :class:`LogReadError` when nothing could be read at all (or
+    TimeoutError when the deadline passed first). The result is
+    JSON-serializable; see :func:`describe` for the one-line account of what was
+    scanned.
     """
     t0 = time.monotonic()
     deadline_at = t0 + deadline_s
+    keyed = service is not None
+    source = f"services/{service}" if keyed else f"containers/{container}"
     base: dict[str, Any] = {"stdout": 1, "stderr": 1, "timestamps": 1, "follow": 0}
+    if keyed:
+        base["details"] = 1  # the task of each line: tasks' lines interleave
     if window.start is not None and window.start > 0:
         base["since"] = f"{window.start:.9f}"
     total = _Tally()
+    cutoffs: dict[bytes, bytes] = {}  # per stream: its oldest line scanned
+    taken: dict[bytes, int] = {}  # per stream: lines taken (tail arithmetic)
     wanted = list(judge.startup)
     target, passes, retries = first_pass, 0, 0
     capped = deadline_hit = exhausted = False
@@ -667,22 +715,24 @@ def scan_log(api: Any, container: str, *, window: Window, judge: LineJudge,
     cut: bytes | None = None
     while passes < MAX_PASSES:
         passes += 1
-        tail = total.raw + target
+        # A service's tail counts per task: the most any one task gave, and more.
+        tail = max(taken.values(), default=0) + target
         try:
-            acc, status, delivered = _pass(
-                api, container, judge, params={**base, "tail": tail}, cutoff=cut,
+            got = _pass(
+                api, source, judge, params={**base, "tail": tail}, cutoffs=cutoffs,
                 budget=max_bytes - total.bytes, wanted=[w for w in wanted if w not in total.found],
-                tty=tty, connect_timeout=connect_timeout, deadline_at=deadline_at,
+                tty=tty, connect_timeout=connect_timeout, deadline_at=deadline_at, keyed=keyed,
                 # Reading on past the cutoff to the stream's end tells whether the
                 # window is exhausted; worth it only while that part is short.
                 overlap_max=OVERLAP_COUNT_MAX if total.raw <= OVERLAP_COUNT_MAX // 2 else 0)
         except _Deadline:
-            acc, status, delivered = _Tally(), "deadline", 0
+            got = _Pass(_Tally(), "deadline")
         except LogReadError as exc:
             if total.raw:  # what was read stands; the rest is unknown
                 broken = str(exc)
                 break
             raise
+        acc, status = got.tally, got.status
         if status == "overflow":
             # Throw the pass away (it started too far back) and ask for fewer lines.
             capped = True
@@ -698,14 +748,18 @@ def scan_log(api: Any, container: str, *, window: Window, judge: LineJudge,
             # found stands (detection), the message says a stretch was skipped.
             gap = cut
         total = acc.then(total)
+        cutoffs.update(got.first)
+        for k, v in got.taken.items():
+            taken[k] = taken.get(k, 0) + v
         if acc.first is not None:
             cut = acc.first
         if status == "deadline":
             deadline_hit = True
             break
-        # The stream ended short of the tail asked for: the engine's since filter
+        # Every stream ended short of the tail asked for: the engine's since filter
         # (or the log's beginning) cut it. Or nothing older was left at all.
-        if acc.raw == 0 or (status == "done" and delivered < tail):
+        if acc.raw == 0 or (status == "done"
+                            and all(d < tail for d in got.delivered.values())):
             exhausted = True
             break
         if capped:
@@ -713,8 +767,8 @@ def scan_log(api: Any, container: str, *, window: Window, judge: LineJudge,
         avg = max(total.bytes / max(1, total.raw), 1.0)
         fit = int((max_bytes - total.bytes) / avg * 0.9)
         if fit < MIN_PASS_LINES or max_bytes - total.bytes < max_bytes * FULL_ENOUGH:
-            capped = _older_exists(api, container, base, total, cut, tty, connect_timeout,
-                                   deadline_at)
+            capped = keyed or _older_exists(api, source, base, total, cut, tty,
+                                            connect_timeout, deadline_at)
             exhausted = not capped
             break
         target = min(target * GROWTH if acc.raw >= target // 2 else target, fit)
@@ -726,11 +780,12 @@ def scan_log(api: Any, container: str, *, window: Window, judge: LineJudge,
     # Lines will be quoted: first learn what the log announced at its start.
     learn = bool(total.count and judge.announce is not None)
     if not reached_start and (missing or learn) and time.monotonic() < deadline_at:
-        startup = _from_start(api, container, judge, window, base, cut, missing, learn,
-                              max_bytes, tty, connect_timeout, deadline_at)
+        startup = _from_start(api, source, judge, window, base, None if keyed else cut,
+                              missing, learn, max_bytes, tty, connect_timeout, deadline_at,
+                              keyed)
         total.found |= set(startup.pop("found"))
     return {
-        "container": container,
+        "container": container, "service": service,
         "window_start": window.start, "window_reason": window.reason,
         "started": window.started,
         "lines": total.lines, "bytes": total.bytes,
@@ -746,14 +801,14 @@ def scan_log(api: Any, container: str, *, window: Window, judge: LineJudge,
     }
 
 
-def _older_exists(api: Any, container: str, base: dict[str, Any], total: _Tally,
+def _older_exists(api: Any, source: str, base: dict[str, Any], total: _Tally,
                   cut: bytes | None, tty: bool, connect_timeout: float,
                   deadline_at: float) -> bool:
     """Whether the window holds lines older than the oldest scanned (one small read)."""
     if cut is None:
         return False
     try:
-        req = _Request(api, container, {**base, "tail": total.raw + FIRST_PASS_LINES}, tty=tty,
+        req = _Request(api, source, {**base, "tail": total.raw + FIRST_PASS_LINES}, tty=tty,
                        connect_timeout=connect_timeout, deadline_at=deadline_at)
     except (_Deadline, LogReadError):
         return True  # unknown: say capped rather than complete
@@ -768,10 +823,10 @@ def _older_exists(api: Any, container: str, base: dict[str, Any], total: _Tally,
         req.close()
 
 
-def _from_start(api: Any, container: str, judge: LineJudge, window: Window,
+def _from_start(api: Any, source: str, judge: LineJudge, window: Window,
                 base: dict[str, Any], cut: bytes | None, missing: list[str], learn: bool,
-                max_bytes: int, tty: bool, connect_timeout: float, deadline_at: float
-                ) -> dict[str, Any]:
+                max_bytes: int, tty: bool, connect_timeout: float, deadline_at: float,
+                keyed: bool = False) -> dict[str, Any]:
     """Read forward from the container's start: startup lines, announced secrets.
 
     Stops when the lines already scanned are reached, when every missing
@@ -787,7 +842,7 @@ def _from_start(api: Any, container: str, judge: LineJudge, window: Window,
     read = lines = 0
     status = "to the log's end"
     try:
-        req = _Request(api, container, params, tty=tty, connect_timeout=connect_timeout,
+        req = _Request(api, source, params, tty=tty, connect_timeout=connect_timeout,
                        deadline_at=deadline_at)
     except (_Deadline, LogReadError) as exc:
         return {"found": [], "lines": 0, "bytes": 0, "status": type(exc).__name__}
@@ -795,6 +850,8 @@ def _from_start(api: Any, container: str, judge: LineJudge, window: Window,
         for line in req.lines():
             norm = _norm_ts(line)
             body = line[norm[1]:] if norm else line
+            if keyed:
+                body = _split_details(body)[1]
             if cut is not None and norm is not None and norm[0] >= cut:
                 status = "reached the scanned lines"
                 break
