@@ -14,7 +14,10 @@ Reports (markdown tables on stdout, raw numbers in reports/benchmark.json):
   ``docker exec nc``, ``docker stats --no-stream``, ``docker logs | grep``),
   timed in the same session, and the ratio;
 - scaling: replicas of a stand-in added under new names through a generated
-  manifest (8, 24, 48 application services), generic suites timed at each size.
+  manifest (8, 24, 48 application services), generic suites timed at each size;
+- logs: the logs suite's time and peak memory with logs at 1x, 10x, 100x the
+  reference stack's volume (synthetic, in throwaway containers; see
+  benchmarks/logs_bench.py).
 
 This is a measurement script, not a test: it never fails on a slow number.
 """
@@ -36,6 +39,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import logs_bench  # noqa: E402
 from bizosaas_acceptance.model.manifest import load_manifest  # noqa: E402
 from selftest.stackrun import clean_env  # noqa: E402
 
@@ -216,8 +220,11 @@ def _wait_healthy(client: Any, names: list[str], timeout: float = 180) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--only", default="full,shell,scale")
+    ap.add_argument("--only", default="full,shell,scale,logs")
     ap.add_argument("--scale", default="8,24,48")
+    ap.add_argument("--log-factors", default="1,10,100",
+                    help="log volumes, as multiples of the reference stack's")
+    ap.add_argument("--log-caps", default="50M", help="logs.max_bytes values to run at")
     args = ap.parse_args()
     parts = set(args.only.split(","))
     out: dict[str, Any] = {}
@@ -231,6 +238,12 @@ def main() -> int:
         if "scale" in parts:
             print("scaling (generic suites, -n auto):", file=sys.stderr)
             out["scale"] = scale([int(s) for s in args.scale.split(",")], args.reps, work)
+        if "logs" in parts:
+            print("logs suite as logs grow:", file=sys.stderr)
+            out["logs"] = logs_bench.bench_logs(
+                [int(f) for f in args.log_factors.split(",")],
+                [logs_bench.parse_size(c) or 0 for c in args.log_caps.split(",")],
+                args.reps, True, work)
     print_tables(out)
     (ROOT / "reports").mkdir(exist_ok=True)
     slim = json.loads(json.dumps(out, default=str))
@@ -241,6 +254,12 @@ def main() -> int:
 
 
 def print_tables(out: dict[str, Any]) -> None:
+    _print_suite_tables(out)
+    if out.get("logs"):
+        logs_bench.print_logs_table(out["logs"])
+
+
+def _print_suite_tables(out: dict[str, Any]) -> None:
     runs = out.get("runs", {})
     if runs:
         print("| run | wall time (median ± half-range) | checks | checks/s |\n|---|---|---|---|")

@@ -23,6 +23,8 @@ from typing import Any
 
 import pytest
 
+from bizosaas_acceptance.probes.logs import parse_since
+
 GROUP = "bizosaas acceptance"
 
 
@@ -209,6 +211,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("allow_writes", "BIZOSAAS_ALLOW_WRITES", None,
            "Allow integration checks to create (and remove) records. "
            "Default: the manifest's allow_writes for the environment.", _bool),
+    Option("logs_since", "BIZOSAAS_LOGS_SINCE", None,
+           "How far back the logs suite reads each container's log: a duration (30m, 2h, "
+           "90s) or an ISO 8601 timestamp, never before the container's start. Default: "
+           "from the container's start or this target's previous run, whichever is later, "
+           "at most the manifest's logs.since back.", parse_since),
 )
 
 BY_NAME = {opt.name: opt for opt in OPTIONS}
