@@ -69,6 +69,8 @@ class Fault:
     action: str | None = None
     # None: not filled in (the matrix refuses it); {}: a plain run must pass.
     expect: dict | None = None
+    # The gate's verdict under this fault ("PASS" or "FAIL"), as README's matrix prints it.
+    gate: str | None = None
 
 
 def load() -> dict[str, Fault]:

@@ -53,6 +53,11 @@ def test_fault_is_caught_where_it_belongs(name: str, tmp_path: Path) -> None:
     assert not missing and not extra, (
         f"fault {name}: missing {sorted(missing)}; unexpected {sorted(extra)}\n{run.summary()}")
     assert run.ret == 1 or run.gate["verdict"] == "PASS", run.summary()
+    # The verdict README's fault matrix prints for this fault.
+    assert fault.gate in ("PASS", "FAIL"), f"sandbox/faults.yaml: {name}.gate is not set"
+    assert run.gate["verdict"] == fault.gate, (
+        f"fault {name}: README says {fault.gate}, the gate said {run.gate['verdict']}\n"
+        f"{run.summary()}")
     if not fault.expect:
         # A fault only time shows (memory-leak): the plain run is entirely green.
         assert run.ret == 0 and run.gate["pass_rate"] == 100.0, run.summary()
@@ -65,3 +70,13 @@ def test_heal_restores_a_clean_run(tmp_path: Path) -> None:
     sandbox("heal")
     run = run_suite(tmp_path, "-n", "auto")
     assert run.ret == 0 and run.gate["pass_rate"] == 100.0, run.summary()
+
+
+def test_readme_matrix_lists_every_fault_with_its_gate() -> None:
+    """README's fault matrix prints the verdict faults.yaml expects (asserted above)."""
+    import re
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    rows = dict(re.findall(r"^\| `([\w-]+)` \| [^|]+ \| [^|]+ \| (PASS|FAIL)[^|]*\|$",
+                           readme, re.M))
+    assert rows == {name: f.gate for name, f in FAULTS.items()}
