@@ -149,6 +149,10 @@ def switch_on(name: str, say: Callable[[str], None]) -> Fault:
     STATE_FILE.write_text(json.dumps({"fault": name, "service": fault.service}))
     if fault.remove:
         stack.compose(["rm", "-f", "-s", fault.service], check=False)
+    if fault.action == "image-drift":
+        # The service's own tag for the image it runs now (what the override names).
+        image = yaml.safe_load(stack.COMPOSE_FILE.read_text())["services"][fault.service]
+        _tag(client, _image_of(image), fault.override["image"])
     if fault.override or fault.remove:
         proc = stack.compose(["up", "-d", "--no-build", "--no-deps", fault.service],
                              files=[OVERRIDE_FILE], check=not fault.up_fails)
@@ -174,8 +178,45 @@ def _run_action(client, fault: Fault) -> None:
                          "bao operator seal"])
         if res.exit_code != 0:
             raise SandboxError(f"fault {fault.name}: sealing failed: {res.output[-200:]!r}")
+    elif fault.action == "image-drift":
+        # "Rebuilt": the tag now names another image; the container is not recreated.
+        _tag(client, stack.BASE_IMAGE, fault.override["image"])
     else:
         raise SandboxError(f"{FAULTS_FILE}: fault {fault.name}: unknown action {fault.action!r}")
+
+
+def _image_of(service: dict) -> str:
+    """The image reference of a compose service (its own, or the YAML anchor's)."""
+    image = service.get("image") or (service.get("<<") or {}).get("image")
+    if not image:
+        raise SandboxError(f"{stack.COMPOSE_FILE}: no image for the image-drift fault")
+    return image
+
+
+def _tag(client, source: str, ref: str) -> None:
+    repo, _, tag = ref.rpartition(":")
+    if not client.images.get(source).tag(repo, tag):
+        raise SandboxError(f"cannot tag {source} as {ref}")
+
+
+def _drop_drift_tags(say: Callable[[str], None]) -> None:
+    """Remove the tags image-drift faults add, never an image: only a tag whose image
+    carries another tag as well is removed (``docker image rm`` then only untags)."""
+    from docker.errors import ImageNotFound
+
+    client = stack.docker_client()
+    for fault in load().values():
+        ref = fault.override.get("image") if fault.action == "image-drift" else None
+        if not ref:
+            continue
+        try:
+            image = client.images.get(ref)
+        except ImageNotFound:
+            continue
+        if len(image.tags) > 1:
+            client.images.remove(ref, noprune=True)
+        else:
+            say(f"left {ref} in place: it is the image's only tag")
 
 
 def heal(say: Callable[[str], None]) -> None:
@@ -190,6 +231,7 @@ def heal(say: Callable[[str], None]) -> None:
     stack.compose(["up", "-d", "--no-build", "--remove-orphans", "--wait", "--wait-timeout", "180"])
     # The isolated network of a network fault is not part of the base project.
     _drop_fault_networks(say)
+    _drop_drift_tags(say)
     STATE_FILE.unlink(missing_ok=True)
     OVERRIDE_FILE.unlink(missing_ok=True)
     say("healthy stack restored")

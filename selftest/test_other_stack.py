@@ -26,14 +26,29 @@ BASE_IMAGE = "local/bizosaas-base:1"
 GENERIC = ["tests/test_containers.py", "tests/test_health.py", "tests/test_resources.py",
            "tests/test_network.py", "tests/test_logs.py"]
 
-#: A tiny JSON web server: /healthz (or $HEALTH) answers {"status": "ok"}.
+#: A tiny JSON web server: /healthz (or $HEALTH) answers {"status": "ok"} and, like
+#: a real health view, what it finds of each dependency in $DEPS (host:port ...):
+#: the health suite requires a service that depends on something to say so.
 SERVER = """\
-import http.server, json, os
+import http.server, json, os, socket
 PORT, HEALTH = int(os.environ["PORT"]), os.environ.get("HEALTH", "/healthz")
+DEPS = [d.rsplit(":", 1) for d in os.environ.get("DEPS", "").split()]
+def deps():
+    out = {}
+    for host, port in DEPS:
+        try:
+            socket.create_connection((host, int(port)), timeout=1).close()
+            out[host] = "connected"
+        except OSError:
+            out[host] = "disconnected"
+    return out
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         ok = self.path == HEALTH
-        body = json.dumps({"status": "ok"} if ok else {"detail": "not found"}).encode()
+        found = deps() if ok else {}
+        status = "ok" if all(v == "connected" for v in found.values()) else "degraded"
+        body = json.dumps({"status": status, "dependencies": found} if ok
+                          else {"detail": "not found"}).encode()
         self.send_response(200 if ok else 404)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -64,7 +79,7 @@ services:
   web:
     <<: *server
     container_name: acme-web
-    environment: {{PORT: "8080", SHOP_NAME: acme}}
+    environment: {{PORT: "8080", SHOP_NAME: acme, DEPS: "acme-cache:6379 acme-api:9000"}}
     ports: ["127.0.0.1:18501:8080"]
     healthcheck:
       test: ["CMD", "curl", "-fsS", "http://localhost:8080/healthz"]
@@ -82,6 +97,7 @@ services:
     environment:
       - PORT=9000
       - HEALTH=/api/v1/health
+      - DEPS=acme-cache:6379
     ports:
       - target: 9000
         published: 18503

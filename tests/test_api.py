@@ -212,6 +212,11 @@ def test_cors_refused_origin(api_service: ServiceApi, api: ApiCaller, stack: Sta
         reply = _origin_get(api, api_service, origin, stack)
         pre = api.http.request("OPTIONS", reply.url, headers={
             "Origin": origin, "Access-Control-Request-Method": "POST"})
+        # No answer is no evidence: the refusal must be seen, not assumed.
+        require_answer(pre, f"{api_service.key}: OPTIONS {pre.url} (preflight from {origin})",
+                       next_cmd=[f"curl -si -X OPTIONS -H 'Origin: {origin}' "
+                                 f"-H 'Access-Control-Request-Method: POST' '{pre.url}'",
+                                 logs_cmd(stack.services[api_service.key].container)])
         got = [r.headers.get("access-control-allow-origin") for r in (reply, pre)]
         check(not any(got), f"[CORS] {api_service.key}: refused origin {origin} allowed",
               expected=f"no Access-Control-Allow-Origin for {origin} (request or preflight)",
@@ -351,13 +356,19 @@ def test_graphql_product_by_id(api: ApiCaller, api_spec, stack: Stack) -> None:
         pytest.skip("no GraphQL product query documented")
     ep = sapi.endpoint("product")
     reply = _answer(api, ep, stack)
-    asked = api.body(ep).get("variables", {}).get("id")
+    asked = (api.body(ep).get("variables") or {}).get("id")
     try:
         got = (reply.json().get("data") or {}).get("product") or {}
     except (ValueError, AttributeError):
         got = {}
-    check(got.get("id") == asked, f"[GRAPHQL] {sapi.key}: product(id: {asked}) -> "
-          f"{got.get('id')}", expected=f"the product with id {asked}",
-          seen=reply.describe(200), cause=Cause.APP,
-          why="the GraphQL resolver returns another or no product",
+    # Both sides must exist: a query without an id answered by no product is
+    # None == None, which proves nothing.
+    check(reply.status == ep.status and asked is not None and got.get("id") == asked,
+          f"[GRAPHQL] {sapi.key}: product(id: {asked}) -> {got.get('id')}",
+          expected=f"HTTP {ep.status} and the product with the id asked for"
+                   + ("" if asked is not None else " (the documented query asks for none: "
+                      f"add variables.id to {api_spec.source}, {sapi.key}, product)"),
+          seen=reply.describe(200), cause=Cause.APP if asked is not None else Cause.CONFIG,
+          why="the GraphQL resolver returns another or no product" if asked is not None
+          else "the documented query has no id to check the answer against",
           next_cmd=curl_cmd("POST", reply.url, api.body(ep)))

@@ -62,9 +62,10 @@ def test_not_restarting(service: Service, docker_state, stack: Stack) -> None:
 @pytest.mark.compose_only  # Swarm: tests/test_swarm.py (tasks, spec)
 def test_restart_count_stable(service: Service, docker_state, docker_client) -> None:
     """A second look through the API: the count has not moved since the snapshot."""
-    before = docker_state.require(service).get("RestartCount", 0)
-    now = docker_client.api.inspect_container(service.container).get("RestartCount", 0)
-    check(now == before, f"[RESTARTS] ({now}) == {before}: {service.key}",
+    before = docker_state.require(service).get("RestartCount")
+    now = docker_client.api.inspect_container(service.container).get("RestartCount")
+    # Both figures must exist: an engine that reports none proves nothing.
+    check(before is not None and now == before, f"[RESTARTS] ({now}) == {before}: {service.key}",
           expected=f"restart count unchanged during the run ({before})",
           seen=f"{before} at the snapshot, {now} now",
           cause=Cause.WONT_START, why="the container restarted while the suite ran",
@@ -112,6 +113,40 @@ def test_image_present(service: Service, docker_state) -> None:
         check(ref == service.image, f"[IMAGE] ({ref}) == {service.image}: {service.key}",
               expected=f"image {service.image}", seen=f"image {ref}", cause=Cause.BUILD,
               next_cmd=f"docker inspect --format '{{{{.Config.Image}}}}' {service.container}")
+
+
+def test_image_current(service: Service, docker_state, docker_client) -> None:
+    """The container runs the image its tag names now.
+
+    An image rebuilt (or pulled) after the container was created moves the tag;
+    the container keeps running the old image until it is recreated, so the
+    deployment is not what was built. Compared through the engine: the tag's
+    image id now against the id the container was created from.
+    """
+    from docker.errors import NotFound
+
+    attrs = docker_state.require(service)
+    image_id, ref = attrs["Image"], attrs["Config"].get("Image") or ""
+    recreate = f"docker compose up -d --force-recreate {service.key}"
+    inspect = f"docker image inspect --format '{{{{.Id}}}} {{{{.Created}}}}' {ref}"
+    try:
+        tagged = docker_client.api.inspect_image(ref)["Id"] if ref else None
+    except NotFound:
+        tagged = None
+    check(tagged is not None, f"[IMAGE] {ref} no longer names an image: {service.key}",
+          expected=f"{ref} naming the image {service.container} runs ({image_id[:19]})",
+          seen=f"no image tagged {ref} on the engine (untagged or removed after the "
+               "container was created)", cause=Cause.BUILD,
+          why="the next recreate will fail or pull something else",
+          next_cmd=[f"docker image ls {ref.rsplit(':', 1)[0]}", "docker compose build",
+                    recreate])
+    check(tagged == image_id, f"[IMAGE] {service.key} runs a stale image: {ref} was rebuilt",
+          expected=f"{service.container} running the image {ref} names now "
+                   f"({(tagged or '')[:19]})",
+          seen=f"it runs {image_id[:19]}, created from an earlier {ref}",
+          cause=Cause.BUILD, why="the image was rebuilt or pulled without recreating the "
+                                 "container (drift: what runs is not what was built)",
+          next_cmd=[recreate, inspect])
 
 
 def test_not_oom_killed(service: Service, docker_state) -> None:

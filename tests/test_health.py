@@ -135,13 +135,22 @@ def test_health_dependencies(app: Service, http, target: Target) -> None:
     bad = {p: _lookup(body, p) for p in paths
            if _lookup(body, p) is not None
            and str(_lookup(body, p)).lower() not in GOOD_DEP}
+    # A body that names no dependency at all, of a service the manifest says
+    # depends on something, cannot show that anything is connected.
+    silent = not paths and bool(http_service.depends_on)
     cause, why = _why_unhealthy(http_service, body)
-    check(not missing and not bad,
+    check(not missing and not bad and not silent,
           f"[DEPENDENCIES] {http_service.key}: "
-          + ", ".join([f"{p}={v!r}" for p, v in bad.items()] + [f"{p} missing" for p in missing]),
+          + ", ".join([f"{p}={v!r}" for p, v in bad.items()] + [f"{p} missing" for p in missing]
+                      + ([f"none reported (depends on {', '.join(http_service.depends_on)})"]
+                         if silent else [])),
           expected="every reported dependency connected/ok"
                    + (f" (including {', '.join(http_service.health_dependencies)})"
-                      if http_service.health_dependencies else ""),
+                      if http_service.health_dependencies else "")
+                   + (f"; the dependencies the manifest names "
+                      f"({', '.join(http_service.depends_on)}) reported"
+                      if http_service.depends_on and not http_service.health_dependencies
+                      else ""),
           seen=", ".join(f"{p}={_lookup(body, p)!r}" for p in paths) or "no dependencies",
           cause=cause if bad else Cause.HEALTH,
           why=why if bad else "the health body does not report a dependency it should",

@@ -1,4 +1,5 @@
-"""Suite 6: response times per documented GET and the error rate under light load.
+"""Suite 6: response times per documented GET, the error rate under light load,
+and whether memory and database connections stay stable across that load.
 
 How it is measured (and how the runner's own overhead is kept out):
 
@@ -7,12 +8,16 @@ How it is measured (and how the runner's own overhead is kept out):
   endpoint fills caches and the connection pool first.
 - Each sample is timed with ``time.perf_counter()`` around the request only
   (send, wait, read the whole body): no parsing, no assertion, no logging.
-- When a service reports its own processing time (``Server-Timing: ...;dur=``,
-  ``X-Response-Time`` or ``X-Process-Time``), that server-side figure is used.
-- Otherwise the runner's overhead is measured and subtracted, without asking
-  the target anything: the fastest of a few requests, through the same client
-  session, to an instant canned responder inside the test process is the cost
-  of the client and the HTTP stack; the fastest of a few TCP connects to the
+- The suite's own measurement decides. A service that reports its own timing
+  (``Server-Timing``, ``X-Response-Time``, ``X-Process-Time``, ``X-Runtime``)
+  gets that shown beside the measurement, verbatim, never used instead of it:
+  it is the service's account of itself (``Server-Timing: db;dur=2,
+  app;dur=850`` names two metrics, and ``X-Process-Time`` is seconds in some
+  frameworks and milliseconds in others), which is what this suite verifies.
+- The runner's overhead is measured and subtracted, without asking the target
+  anything: the fastest of a few requests, through the same client session,
+  to an instant canned responder inside the test process is the cost of the
+  client and the HTTP stack; the fastest of a few TCP connects to the
   service's port is the network round trip. Every sample minus their sum is
   what the service itself spent. (A trivial endpoint *of the target*, such as
   ``/version``, would not do: a slow service is slow there too, and
@@ -24,7 +29,15 @@ How it is measured (and how the runner's own overhead is kept out):
 - Error rate: ``--perf-concurrency`` threads (default 4) send a bounded number
   of requests (40 per service, at most 10 s) round-robin over the service's
   documented GETs; transport errors, 5xx and undocumented statuses count as
-  errors; the rate must stay below ``error_rate_pct``.
+  errors; the rate must stay below ``error_rate_pct``. This is the run's load
+  phase (see below).
+- Stability across the load phase ("no memory leaks", "database connections
+  stable"): each application service's memory at the start of the run (the
+  Docker snapshot the controller takes at configure time, before any check
+  sends traffic) against its memory right after the load phase, growth at most
+  ``memory_growth_pct`` of its memory limit; PostgreSQL client connections
+  (the suite's own excluded) right before the first service's load against
+  right after the last one, growth at most ``pg_connections_growth``.
 
 The figures are in every check's message, in the report's user properties
 (``user_properties`` "perf" and "load") and in the HTML report (a small chart per
@@ -41,6 +54,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from html import escape
 from typing import Any
 from urllib.parse import urlsplit
@@ -48,10 +62,13 @@ from urllib.parse import urlsplit
 import pytest
 
 from bizosaas_acceptance.model.api import Endpoint, ServiceApi
-from bizosaas_acceptance.model.manifest import Stack
-from bizosaas_acceptance.outcome import Cause, check, fail, logs_cmd, transport_cause
+from bizosaas_acceptance.model.manifest import Service, Stack
+from bizosaas_acceptance.model.target import Target
+from bizosaas_acceptance.outcome import Cause, check, fail, logs_cmd, short, transport_cause
 from bizosaas_acceptance.probes.api import ApiCaller, ResolveError
 from bizosaas_acceptance.probes.http import Reply
+from bizosaas_acceptance.probes.infra import postgres_options
+from bizosaas_acceptance.probes.snapshot import _mem_used, shared, shared_if_present
 from bizosaas_acceptance.state import SETTINGS
 
 pytestmark = [pytest.mark.performance]
@@ -59,6 +76,9 @@ pytestmark = [pytest.mark.performance]
 BASELINE_SAMPLES = 5
 LOAD_REQUESTS = 40
 LOAD_DEADLINE_S = 10.0
+#: How long a process waits for another one running a load (or the after-load
+#: sample): one load's deadline, its last requests' timeouts, and the sampling.
+LOAD_WAIT_S = 50.0
 
 
 @dataclass
@@ -68,8 +88,9 @@ class Figures:
     samples: list[float]
     raw: list[float]
     baseline_ms: float
-    source: str  # "server" or "client-baseline"
     errors: int
+    #: The service's own timing headers, verbatim (shown beside, never judged).
+    reported: str | None = None
 
     @property
     def p50(self) -> float:
@@ -87,15 +108,16 @@ class Figures:
         return {"n": len(self.samples), "p50_ms": round(self.p50, 2),
                 "p95_ms": round(self.p95, 2), "mean_ms": round(self.mean, 2),
                 "raw_mean_ms": round(statistics.fmean(self.raw), 2) if self.raw else None,
-                "baseline_ms": round(self.baseline_ms, 2), "timing": self.source,
-                "errors": self.errors}
+                "baseline_ms": round(self.baseline_ms, 2), "timing": "client-baseline",
+                "reported": self.reported, "errors": self.errors}
 
     def line(self) -> str:
-        return (f"p50 {self.p50:.1f} ms, p95 {self.p95:.1f} ms, mean {self.mean:.1f} ms "
-                f"over {len(self.samples)} samples ({self.source}; runner baseline "
-                f"{self.baseline_ms:.1f} ms subtracted)" if self.source != "server" else
-                f"p50 {self.p50:.1f} ms, p95 {self.p95:.1f} ms, mean {self.mean:.1f} ms over "
-                f"{len(self.samples)} samples (server-side timing)")
+        measured = (f"p50 {self.p50:.1f} ms, p95 {self.p95:.1f} ms, mean {self.mean:.1f} ms "
+                    f"over {len(self.samples)} samples (measured by the suite; runner "
+                    f"baseline {self.baseline_ms:.1f} ms subtracted)")
+        if self.reported:
+            measured += f"; the service reports {self.reported} (shown, not judged)"
+        return measured
 
 
 def percentile(values: list[float], pct: float) -> float:
@@ -107,26 +129,22 @@ def percentile(values: list[float], pct: float) -> float:
     return ordered[rank - 1]
 
 
-def server_ms(reply: Reply) -> float | None:
-    """The service's own processing time, when it reports one."""
-    timing = reply.headers.get("server-timing", "")
-    for part in timing.split(","):
-        for attr in part.split(";"):
-            name, _, value = attr.strip().partition("=")
-            if name == "dur":
-                try:
-                    return float(value)
-                except ValueError:
-                    pass
-    for header in ("x-response-time", "x-process-time"):
-        raw = reply.headers.get(header, "").strip().lower().removesuffix("ms").strip()
-        if raw:
-            try:
-                value = float(raw)
-            except ValueError:
-                continue
-            # X-Process-Time is seconds by convention (Starlette examples).
-            return value * 1000 if header == "x-process-time" and value < 10 else value
+#: Headers in which services report their own processing time (display names).
+#: Shown beside the suite's measurement, verbatim: their meaning and units are
+#: the service's own (Server-Timing lists several metrics; X-Process-Time is
+#: seconds in Starlette's examples and milliseconds elsewhere), and a service's
+#: account of itself is exactly what this suite exists to check.
+SELF_REPORTED = {"server-timing": "Server-Timing", "x-response-time": "X-Response-Time",
+                 "x-process-time": "X-Process-Time", "x-runtime": "X-Runtime"}
+
+
+def reported_timing(replies: list[Reply]) -> str | None:
+    """The service's self-reported timing headers of its last good answer, as sent."""
+    for reply in reversed(replies):
+        parts = [f"{name}: {' '.join(reply.headers[h].split())[:120]}"
+                 for h, name in SELF_REPORTED.items() if reply.headers.get(h, "").strip()]
+        if parts:
+            return "; ".join(parts)
     return None
 
 
@@ -233,13 +251,10 @@ def measure(api: ApiCaller, endpoint: Endpoint, url: str, samples: int,
         if mean_limit_ms is not None and spent / samples > mean_limit_ms:
             break
     good = [r for r in replies if r.ok and r.status == endpoint.status]
-    server = [server_ms(r) for r in good]
-    if good and all(s is not None for s in server):
-        values, source = [float(s) for s in server if s is not None], "server"
-    else:
-        values, source = [max(0.0, r.elapsed_ms - base) for r in good], "client-baseline"
-    return Figures(values, [r.elapsed_ms for r in good], base, source,
-                   len(replies) - len(good)), replies
+    # Our own clock decides; what the service says about itself is only shown.
+    values = [max(0.0, r.elapsed_ms - base) for r in good]
+    return Figures(values, [r.elapsed_ms for r in good], base, len(replies) - len(good),
+                   reported_timing(good)), replies
 
 
 # --------------------------------------------------------------------------- report
@@ -336,40 +351,163 @@ def test_response_time(perf_endpoint: Endpoint, api: ApiCaller, stack: Stack,
           next_cmd=next_cmd)
 
 
-def test_error_rate_under_load(api_service: ServiceApi, api: ApiCaller, stack: Stack,
-                               request: pytest.FixtureRequest) -> None:
-    svc = stack.services[api_service.key]
-    # The service's own endpoints only: calls routed through a gateway load the
-    # service behind it, whose own error-rate check covers them.
-    eps = [e for e in api_service.endpoints
-           if e.method == "GET" and e.perf and e.has_example and e.via is None]
-    if not eps:
-        pytest.skip(f"{api_service.key} documents no timed GET")
+# --------------------------------------------------------------------------- load phase
+#
+# The load (the error-rate requests of every service) is the run's "load
+# phase", and the stability checks compare the stack before it with the stack
+# after it. Under xdist the checks run on several workers in no fixed order,
+# so the ordering is made by the shared, file-locked results
+# (fixtures.snapshot.shared) rather than by scheduling:
+#
+# - each service's load runs once per run ("load-<service>"), on whichever
+#   worker asks first; its error-rate check, on any worker, reads the result;
+# - before any load starts, its producer first takes (or waits for) the
+#   "load-before" figures: PostgreSQL connections right before the first load;
+# - "after-load" first obtains every service's load (waiting for loads in
+#   progress on other workers, running those nobody started yet), and only
+#   then samples memory and connections. So "after" is after the whole load
+#   phase whichever worker gets there first, and no lock is ever taken in the
+#   opposite order (after-load -> load-<service> -> load-before), so nothing
+#   can deadlock;
+# - memory "before" is the controller's Docker snapshot, taken at configure
+#   time, before any worker has started (probes/docker.py, prefetch_snapshot).
+
+
+def _load_endpoints(sapi: ServiceApi) -> list[Endpoint]:
+    """The service's own timed GETs. Calls routed through a gateway load the
+    service behind it, whose own error-rate check covers them."""
+    return [e for e in sapi.endpoints
+            if e.method == "GET" and e.perf and e.has_example and e.via is None]
+
+
+def _workers(config: pytest.Config) -> int:
+    return int(config.stash[SETTINGS].get("perf_concurrency") or 4)
+
+
+def _run_load(api: ApiCaller, sapi: ServiceApi, workers: int) -> dict[str, Any]:
+    """LOAD_REQUESTS requests round-robin over the service's GETs from ``workers`` threads."""
     urls = []
-    for ep in eps:
+    for ep in _load_endpoints(sapi):
         try:
             urls.append((ep, api.url(ep.service, api.path(ep))))
         except ResolveError:
             urls.append((ep, api.url(ep.service, ep.path)))
-    workers = int(request.config.stash[SETTINGS].get("perf_concurrency") or 4)
     deadline = time.monotonic() + LOAD_DEADLINE_S
 
-    def one(i: int) -> tuple[Endpoint, Reply | None]:
+    def one(i: int) -> dict[str, Any] | None:
         ep, url = urls[i % len(urls)]
         if time.monotonic() > deadline:
-            return ep, None
-        return ep, api.http.request("GET", url, headers=api.headers(ep))
+            return None
+        r = api.http.request("GET", url, headers=api.headers(ep))
+        return {"path": ep.path, "expected": ep.status, "method": r.method, "url": r.url,
+                "status": r.status, "error": r.error, "elapsed_ms": r.elapsed_ms,
+                "describe": r.describe(120)}
 
+    started = time.time()
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = list(pool.map(one, range(LOAD_REQUESTS)))
-    sent = [(ep, r) for ep, r in results if r is not None]
-    errors = [(ep, r) for ep, r in sent if not r.ok or r.status != ep.status]
+    return {"started": started, "ended": time.time(), "workers": workers,
+            "requests": [r for r in results if r is not None]}
+
+
+def pg_connections(stack: Stack, target: Target) -> dict[str, Any]:
+    """PostgreSQL client connections by client address, the suite's own excluded.
+
+    Every connection of this suite comes from the runner's address (as the
+    server sees it: ``inet_client_addr()``), so connections from that address
+    are left out: the figure is the services' own.
+    """
+    import psycopg
+
+    svc = stack.by_protocol("postgres")
+    if svc is None:
+        return {"error": "the manifest has no PostgreSQL service"}
+    db = stack.postgres.get("database", "postgres")
+    try:
+        # Bounded like the suite's own PostgreSQL client (fixtures/clients.py): the
+        # connect by libpq, the statement on the server.
+        with psycopg.connect(target.postgres_dsn(svc, db), password=target.postgres_password,
+                             connect_timeout=max(1, int(target.connect_timeout)),
+                             options=postgres_options(target.connect_timeout),
+                             tcp_user_timeout=int(target.connect_timeout * 1000),
+                             autocommit=True) as conn:
+            rows = conn.execute(
+                "select coalesce(host(client_addr), '(local or hidden)'), count(*) "
+                "from pg_stat_activity where backend_type = 'client backend' "
+                "and pid <> pg_backend_pid() "
+                "and client_addr is distinct from inet_client_addr() group by 1").fetchall()
+    except Exception as exc:  # noqa: BLE001 - reported by the check that needs the figure
+        return {"error": f"{type(exc).__name__}: {short(exc, 200)}"}
+    by_addr = {str(addr): int(n) for addr, n in rows}
+    return {"at": time.time(), "total": sum(by_addr.values()), "by_addr": by_addr}
+
+
+def service_load(api: ApiCaller, stack: Stack, target: Target, sapi: ServiceApi, workers: int,
+                 run_id: str) -> dict[str, Any]:
+    """The service's load, run once per run (whichever process asks first)."""
+
+    def produce() -> dict[str, Any]:
+        # Before any service's load starts: the connection figure it is compared with.
+        shared(run_id, "load-before", lambda: pg_connections(stack, target), wait=LOAD_WAIT_S)
+        return _run_load(api, sapi, workers)
+
+    return shared(run_id, f"load-{sapi.key}", produce, wait=LOAD_WAIT_S)
+
+
+def _sample_container(client: Any, name: str) -> dict[str, Any]:
+    """Memory now (one stats sample) and when the container last started."""
+    try:
+        attrs = client.api.inspect_container(name)
+        stats = client.api.stats(name, stream=False, one_shot=True)
+    except Exception as exc:  # noqa: BLE001 - absent, stopped: reported by the check
+        return {"error": f"{type(exc).__name__}: {short(exc, 160)}"}
+    return {"mem_used": _mem_used(stats),
+            "started_at": (attrs.get("State") or {}).get("StartedAt"),
+            "running": bool((attrs.get("State") or {}).get("Running"))}
+
+
+def after_load(request: pytest.FixtureRequest, api: ApiCaller, stack: Stack,
+               target: Target, run_id: str) -> dict[str, Any]:
+    """Memory of every application container and PostgreSQL connections, once the
+    whole load phase is over (see the comment above)."""
+
+    def produce() -> dict[str, Any]:
+        services = [sapi for sapi in api.spec.services.values()
+                    if sapi.key in stack.services and _load_endpoints(sapi)]
+        workers = _workers(request.config)
+        # Every load: those done are read, those in progress elsewhere waited for,
+        # those nobody started yet run here, side by side (bounded: one load's time).
+        with ThreadPoolExecutor(max_workers=max(1, len(services))) as pool:
+            loads = list(pool.map(lambda sapi: service_load(api, stack, target, sapi, workers,
+                                                            run_id), services))
+        requests = sum(len(load["requests"]) for load in loads)
+        client = request.getfixturevalue("docker_client")
+        names = [s.container for s in stack.apps]
+        with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:
+            memory = dict(zip(names, pool.map(lambda n: _sample_container(client, n), names),
+                              strict=True))
+        return {"taken_at": time.time(), "requests": requests, "memory": memory,
+                "pg": pg_connections(stack, target)}
+
+    return shared(run_id, "after-load", produce, wait=LOAD_WAIT_S)
+
+
+def test_error_rate_under_load(api_service: ServiceApi, api: ApiCaller, stack: Stack,
+                               target: Target, run_id: str,
+                               request: pytest.FixtureRequest) -> None:
+    svc = stack.services[api_service.key]
+    if not _load_endpoints(api_service):
+        pytest.skip(f"{api_service.key} documents no timed GET")
+    workers = _workers(request.config)
+    load = service_load(api, stack, target, api_service, workers, run_id)
+    sent = load["requests"]
+    errors = [r for r in sent if r["error"] is not None or r["status"] != r["expected"]]
     rate = len(errors) / len(sent) * 100 if sent else 100.0
     limit = float(stack.threshold("error_rate_pct"))
     per_ep: dict[str, list[float]] = {}
-    for ep, r in sent:
-        if r.ok:
-            per_ep.setdefault(ep.path, []).append(r.elapsed_ms)
+    for r in sent:
+        if r["error"] is None:
+            per_ep.setdefault(r["path"], []).append(r["elapsed_ms"])
     rows = [(p, percentile(v, 50), percentile(v, 95)) for p, v in per_ep.items()]
     data = {"service": api_service.key, "requests": len(sent), "errors": len(errors),
             "error_rate_pct": round(rate, 2), "limit_pct": limit, "concurrency": workers,
@@ -377,8 +515,10 @@ def test_error_rate_under_load(api_service: ServiceApi, api: ApiCaller, stack: S
     attach(request, "load", data, bar_chart(
         f"{api_service.key}: {len(sent)} requests x{workers} (round trip, ms)", rows,
         stack.response_budget_ms(svc)))
-    first = errors[0][1] if errors else None
-    cause, why = (transport_cause(first) if first is not None and not first.ok else
+    first = errors[0] if errors else None
+    cause, why = (transport_cause(Reply(url=first["url"], method=first["method"],
+                                        error=first["error"]))
+                  if first is not None and first["error"] is not None else
                   (Cause.APP, "requests fail under concurrent load"))
     ok = bool(sent) and (rate < limit if limit > 0 else not errors)
     check(ok,
@@ -387,7 +527,119 @@ def test_error_rate_under_load(api_service: ServiceApi, api: ApiCaller, stack: S
           expected=f"error rate < {limit:g}% over {LOAD_REQUESTS} requests "
                    f"({workers} concurrent, at most {LOAD_DEADLINE_S:g} s)",
           seen=f"{len(errors)} errors in {len(sent)} requests"
-               + (f"; first: {first.method} {first.url} -> {first.describe(120)}"
+               + (f"; first: {first['method']} {first['url']} -> {first['describe']}"
                   if first is not None else ""),
           cause=cause, why=why,
           next_cmd=[logs_cmd(svc.container), f"docker stats --no-stream {svc.container}"])
+
+
+# --------------------------------------------------------------------------- stability
+
+
+def _mib(n: float | None) -> str:
+    return "?" if n is None else f"{n / 2**20:.1f} MiB"
+
+
+def _clock(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch).strftime("%H:%M:%S")
+
+
+def _memory_limit(svc: Service, attrs: dict[str, Any] | None, usage: dict[str, Any]) -> int:
+    """The container's real limit; the manifest's when none is set; else what stats says."""
+    real = int(((attrs or {}).get("HostConfig") or {}).get("Memory") or 0)
+    return real or svc.memory or int(usage.get("mem_limit") or 0)
+
+
+def test_memory_stable_under_load(app: Service, api: ApiCaller, stack: Stack, target: Target,
+                                  run_id: str, docker_state,
+                                  request: pytest.FixtureRequest) -> None:
+    """No memory leak: memory after the load phase against the start of the run."""
+    svc = app
+    attrs = docker_state.container(svc)
+    usage = docker_state.usage.get(svc.container) or {}
+    before = usage.get("mem_used")
+    stats_cmd = f"docker stats --no-stream {svc.container}"
+    if attrs is None or not before:
+        fail(f"[LEAK] {svc.key}: no memory figure at the start of the run",
+             expected=f"{svc.container} running when the run started, with stats",
+             seen="container absent" if attrs is None else
+             f"container {(attrs.get('State') or {}).get('Status')}, no memory figure",
+             cause=Cause.WONT_START, next_cmd=[stats_cmd, logs_cmd(svc.container)])
+    after = after_load(request, api, stack, target, run_id)
+    now = after["memory"].get(svc.container) or {"error": "not sampled"}
+    if now.get("error") or not now.get("mem_used"):
+        fail(f"[LEAK] {svc.key}: no memory figure after the load phase",
+             expected=f"{svc.container} running after the load phase, with stats",
+             seen=now.get("error") or "container not running", cause=Cause.WONT_START,
+             next_cmd=[stats_cmd, logs_cmd(svc.container)])
+    started = (attrs.get("State") or {}).get("StartedAt")
+    if now.get("started_at") != started:
+        fail(f"[LEAK] {svc.key}: restarted during the run, memory not comparable",
+             expected="the same container process from the start of the run to after the load",
+             seen=f"started {started} at the start, {now.get('started_at')} after the load",
+             cause=Cause.MEMORY, why="the process died during the run (crash or OOM kill)",
+             next_cmd=[f"docker inspect --format '{{{{.State.OOMKilled}}}} "
+                       f"{{{{.RestartCount}}}}' {svc.container}", logs_cmd(svc.container, 100)])
+    limit = _memory_limit(svc, attrs, usage)
+    max_pct = float(stack.threshold("memory_growth_pct"))
+    allowed = limit * max_pct / 100
+    growth = int(now["mem_used"]) - int(before)
+    check(growth <= allowed,
+          f"[LEAK] {svc.key} memory +{_mib(growth)} <= {_mib(allowed)} across the load phase",
+          expected=f"memory growth from the start of the run to after the load phase at most "
+                   f"{max_pct:g}% of its {_mib(limit)} limit ({_mib(allowed)})",
+          seen=f"{_mib(before)} at {_clock(docker_state.taken_at)} (start of the run), "
+               f"{_mib(now['mem_used'])} at {_clock(after['taken_at'])} (after the load "
+               f"phase, {after['requests']} requests): {growth / 2**20:+.1f} MiB",
+          cause=Cause.MEMORY, why="memory leak: memory taken while serving requests is not "
+                                  "given back",
+          next_cmd=[stats_cmd, f"docker exec {svc.container} ps aux --sort=-rss"])
+
+
+def _addresses(docker_state: Any, stack: Stack) -> dict[str, str]:
+    """Container IP address -> container name (to attribute connections)."""
+    out = {}
+    for svc in stack.services.values():
+        attrs = docker_state.container(svc) or {}
+        for net in ((attrs.get("NetworkSettings") or {}).get("Networks") or {}).values():
+            if (net or {}).get("IPAddress"):
+                out[net["IPAddress"]] = svc.container
+    return out
+
+
+def test_db_connections_stable_under_load(pg_service: Service, api: ApiCaller, stack: Stack,
+                                          target: Target, run_id: str, docker_state,
+                                          request: pytest.FixtureRequest) -> None:
+    """PostgreSQL client connections right after the load phase against right before it."""
+    psql = ("psql -c 'select client_addr, usename, application_name, state, count(*) from "
+            "pg_stat_activity group by 1,2,3,4 order by 5 desc'")
+    after = after_load(request, api, stack, target, run_id)
+    before = shared_if_present(run_id, "load-before")
+    if before is None:
+        fail("[LEAK] PostgreSQL connections: no load phase ran",
+             expected="documented GETs to load (stacks/api), connections counted around them",
+             seen="no service has a timed GET", cause=Cause.CONFIG, next_cmd=psql)
+    for when, fig in (("before", before), ("after", after["pg"])):
+        if fig.get("error"):
+            fail(f"[LEAK] PostgreSQL connections {when} the load phase not counted",
+                 expected="pg_stat_activity readable with the suite's credentials",
+                 seen=fig["error"], cause=Cause.DATABASE, next_cmd=psql)
+    names = _addresses(docker_state, stack)
+    a, b = before["by_addr"], after["pg"]["by_addr"]
+    changed = []
+    for addr in sorted(set(a) | set(b), key=lambda x: b.get(x, 0) - a.get(x, 0), reverse=True):
+        if a.get(addr, 0) != b.get(addr, 0):
+            changed.append(f"{names.get(addr, addr)} {a.get(addr, 0)} -> {b.get(addr, 0)}")
+    growth = after["pg"]["total"] - before["total"]
+    limit = int(stack.threshold("pg_connections_growth"))
+    check(growth <= limit,
+          f"[LEAK] PostgreSQL connections ({before['total']} -> {after['pg']['total']}, "
+          f"{growth:+d}) <= +{limit} across the load phase",
+          expected=f"at most {limit} more client connections right after the load phase than "
+                   "right before it (the suite's own connections not counted)",
+          seen=f"{before['total']} at {_clock(before['at'])}, {after['pg']['total']} at "
+               f"{_clock(after['pg']['at'])} ({after['requests']} requests); changed: "
+               + (", ".join(changed[:8]) or "none"),
+          cause=Cause.DATABASE, why="connections are opened and never given back (a "
+                                    "connection leak), or pools grow without bound",
+          next_cmd=psql)

@@ -58,11 +58,22 @@ def test_memory_limit_configured(service: Service, docker_state) -> None:
           next_cmd=f"docker inspect --format '{{{{.HostConfig.Memory}}}}' {service.container}")
 
 
+def _real_cpus(attrs: dict[str, Any]) -> float:
+    """The container's CPU limit as Docker enforces it (0.0: none)."""
+    host = attrs.get("HostConfig") or {}
+    nano = host.get("NanoCpus") or 0
+    quota = host.get("CpuQuota") or 0
+    period = host.get("CpuPeriod") or 100000
+    return nano / 1e9 if nano else (quota / period if quota and quota > 0 else 0.0)
+
+
+def _real_memory(attrs: dict[str, Any]) -> int:
+    """The container's memory limit as Docker enforces it, in bytes (0: none)."""
+    return int((attrs.get("HostConfig") or {}).get("Memory") or 0)
+
+
 def test_cpu_limit_configured(service: Service, docker_state) -> None:
-    nano = docker_state.require(service)['HostConfig'].get("NanoCpus") or 0
-    quota = docker_state.require(service)['HostConfig'].get("CpuQuota") or 0
-    period = docker_state.require(service)['HostConfig'].get("CpuPeriod") or 100000
-    cpus = nano / 1e9 if nano else (quota / period if quota else 0.0)
+    cpus = _real_cpus(docker_state.require(service))
     want = service.cpus
     if want is None:
         check(cpus > 0, f"[LIMIT] {service.key} CPU limit set", expected="a CPU limit",
@@ -78,7 +89,9 @@ def test_cpu_limit_configured(service: Service, docker_state) -> None:
 
 def test_memory_usage(service: Service, docker_state, stack: Stack) -> None:
     usage = _usage(docker_state, service, stack)
-    used, limit = usage["mem_used"], service.memory or usage["mem_limit"]
+    # The limit the kernel enforces; the manifest's only where none is set.
+    real = _real_memory(docker_state.container(service) or {})
+    used, limit = usage["mem_used"], real or service.memory or usage["mem_limit"]
     max_pct = float(stack.threshold("memory_pct"))
     if not used or not limit:
         fail(f"[MEMORY] {service.key}: no memory figure", expected="memory usage from stats",
@@ -101,7 +114,8 @@ def test_cpu_usage(service: Service, docker_state, stack: Stack) -> None:
              seen=repr(usage), cause=Cause.SLOW,
              next_cmd=f"docker stats --no-stream {service.container}")
     # docker stats units: 100% = one CPU. Judge against the container's limit.
-    cap = (service.cpus or usage.get("online_cpus") or 1) * 100
+    cap = (_real_cpus(docker_state.container(service) or {}) or service.cpus
+           or usage.get("online_cpus") or 1) * 100
     pct_of_limit = cpu / cap * 100
     max_pct = float(stack.threshold("cpu_pct"))
     check(pct_of_limit < max_pct, f"[CPU] {service.key} ({pct_of_limit:.0f}%) < "
@@ -120,32 +134,66 @@ def test_pids(service: Service, docker_state, stack: Stack) -> None:
           next_cmd=f"docker top {service.container}")
 
 
+def _limits(stack: Stack, docker_state, real: Any) -> tuple[list[tuple[Service, Any]],
+                                                           list[str], list[str]]:
+    """(service, real limit) of every running application container, the ones
+    without a limit, and the ones absent (judged by their own checks)."""
+    present, unlimited, absent = [], [], []
+    for svc in stack.apps:
+        attrs = docker_state.container(svc)
+        if attrs is None:
+            absent.append(svc.key)
+            continue
+        value = real(attrs)
+        present.append((svc, value))
+        if not value:
+            unlimited.append(svc.key)
+    return present, unlimited, absent
+
+
 @pytest.mark.service("stack")
 def test_total_footprint(stack: Stack, docker_state) -> None:
-    """Sum of the application services' memory: within the budget, and the limits add up."""
+    """The application containers' real memory limits (Docker's HostConfig, not the
+    manifest) and their usage add up to within the budget."""
     budget = parse_size(stack.threshold("budget_memory"))
     if budget is None:
         pytest.skip("the manifest sets no thresholds.budget_memory")
-    apps = stack.apps
-    limits = sum(s.memory or 0 for s in apps)
-    used = sum((docker_state.usage.get(s.container) or {}).get("mem_used") or 0 for s in apps)
-    check(limits <= budget * 1.02 and used < budget,
-          f"[BUDGET] apps use {_mib(used)}, limits {_mib(limits)}, budget {_mib(budget)}",
-          expected=f"limits and usage within the {_mib(budget)} budget",
-          seen=f"{_mib(used)} used, {_mib(limits)} of limits", cause=Cause.MEMORY,
-          next_cmd="docker stats --no-stream")
+    present, unlimited, absent = _limits(stack, docker_state, _real_memory)
+    limits = sum(v for _, v in present)
+    used = sum((docker_state.usage.get(s.container) or {}).get("mem_used") or 0
+               for s in stack.apps)
+    check(not unlimited and limits <= budget * 1.02 and used < budget,
+          f"[BUDGET] apps use {_mib(used)}, limits {_mib(limits)}, budget {_mib(budget)}"
+          + (f"; no memory limit: {', '.join(unlimited)}" if unlimited else ""),
+          expected=f"every application container limited, the limits and usage within the "
+                   f"{_mib(budget)} budget",
+          seen=f"{_mib(used)} used, {_mib(limits)} of limits as Docker enforces them ("
+               + ", ".join(f"{s.key} {_mib(v) if v else 'unlimited'}" for s, v in present)
+               + ")" + (f"; not running: {', '.join(absent)}" if absent else ""),
+          cause=Cause.MEMORY, why="the deployed limits differ from the budget (compose "
+          "deploy.resources.limits)",
+          next_cmd=["docker stats --no-stream",
+                    "docker inspect --format '{{.Name}} {{.HostConfig.Memory}}' "
+                    + " ".join(s.container for s, _ in present)])
 
 
 @pytest.mark.service("stack")
 def test_total_cpus(stack: Stack, docker_state) -> None:
+    """The application containers' real CPU limits add up to within the budget."""
     budget = stack.threshold("budget_cpus")
     if budget is None:
         pytest.skip("the manifest sets no thresholds.budget_cpus")
-    total = 0.0
-    for s in stack.apps:
-        attrs = docker_state.container(s)
-        if attrs:
-            total += (attrs["HostConfig"].get("NanoCpus") or 0) / 1e9
-    check(total <= float(budget) + 0.01, f"[BUDGET] app CPU limits ({total:g}) <= {budget:g}",
-          expected=f"CPU limits sum to at most {budget:g}", seen=f"{total:g} CPUs",
-          cause=Cause.SLOW, next_cmd="docker stats --no-stream")
+    present, unlimited, absent = _limits(stack, docker_state, _real_cpus)
+    total = sum(v for _, v in present)
+    check(not unlimited and total <= float(budget) + 0.01,
+          f"[BUDGET] app CPU limits ({total:g}) <= {budget:g}"
+          + (f"; no CPU limit: {', '.join(unlimited)}" if unlimited else ""),
+          expected=f"every application container limited, CPU limits summing to at most "
+                   f"{budget:g}",
+          seen=f"{total:g} CPUs (" + ", ".join(f"{s.key} {v:g}" if v else f"{s.key} unlimited"
+                                              for s, v in present) + ")"
+               + (f"; not running: {', '.join(absent)}" if absent else ""),
+          cause=Cause.SLOW,
+          next_cmd=["docker stats --no-stream",
+                    "docker inspect --format '{{.Name}} {{.HostConfig.NanoCpus}}' "
+                    + " ".join(s.container for s, _ in present)])
