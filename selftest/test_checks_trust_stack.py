@@ -61,7 +61,8 @@ def _diagnosed(check: dict[str, Any]) -> None:
 def test_hit_rate_is_judged_on_a_fresh_stack(tmp_path: Path) -> None:
     """Counters reset (as on a fresh stack): the check judges its own window, never skips."""
     import redis
-    from acceptance.options import BY_NAME
+
+    from bizosaas_acceptance.options import BY_NAME
 
     client = redis.Redis(host="127.0.0.1", port=6379,
                          password=BY_NAME["redis_password"].default, socket_timeout=10)
