@@ -2,9 +2,11 @@
 brain's route table lists every documented target and each target answers
 through brain; OpenAPI documents load and parse.
 
-Nothing here writes: GETs are sent as documented, protected writes are probed
-without a token (a 401 proves the route exists; validation would refuse the
-empty body anyway), read-only POSTs (GraphQL queries) with their example.
+GETs are sent as documented, read-only POSTs (GraphQL queries) with their
+example; protected writes are probed without a token (a 401 proves the route
+exists; validation would refuse the empty body anyway). A broken deployment
+could accept such a probe, so it counts as a write: skipped where writes are
+not allowed, registered with ``records`` where they are (fixtures/api.py).
 """
 
 from __future__ import annotations
@@ -41,8 +43,9 @@ def test_route_answers(route: Endpoint, api: ApiCaller, stack: Stack) -> None:
         body = None if route.method == "GET" else api.body(route)
     else:
         url = api.url(route.service, route.path.replace("{", "").replace("}", ""))
-        reply = api.http.request(route.method, url, headers={"Accept": "application/json"},
-                                 json_body={})
+        headers = {"Accept": "application/json"}
+        reply = (api.try_write(route, url, headers=headers, json_body={}) if route.writes
+                 else api.http.request(route.method, url, headers=headers, json_body={}))
         body = {}
     _reached(reply, svc, f"{route.method} {reply.url}")
     status = reply.status or 0

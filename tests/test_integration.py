@@ -9,32 +9,34 @@
   the workflow seen completed in Temporal itself);
 - Saleor's GraphQL answers the same through brain as directly.
 
-Records: every record a flow creates carries the run's tag
-(``bizosaas-acceptance-<run id>``) and is registered with the ``records``
-fixture *before* any further step, so its teardown removes it whatever
-happens next: a failed step, an exception, Ctrl-C (pytest runs finalizers on
-KeyboardInterrupt). The teardown then verifies each record is gone. At session
-start and end a sweep removes what earlier runs left behind: runs marked
-finished on this host, and tags older than ``STALE_AFTER_S`` seen anywhere;
-a run still in progress (a colleague's, a CI job's) is never touched. A check
-verifies that no such leftovers remain.
+Records: every record a flow creates goes through the ``records`` fixture
+(``fixtures/api.py``, :mod:`bizosaas_acceptance.probes.records`), like the
+api suite's writes: registered *before* the request that creates it (by its
+own id when we choose it, else by a tag unique to it that the body carries),
+identified from the answer, and removed when the flow ends whatever happened:
+a failed step, an exception, Ctrl-C (pytest runs finalizers on
+KeyboardInterrupt). Each DELETE's status is checked and the record verified
+gone; a record that is not fails the flow, naming it. At session start and end
+a sweep removes what earlier runs against this target left behind, by their
+journals: runs marked finished, or whose processes are all gone from this host.
+A run still in progress (a colleague's, a CI job's) is never touched, whatever
+its age, and runs are told apart by their exact id. A check verifies that no
+such leftovers remain.
 
-Flows that write run only where writes are allowed (``--allow-writes`` or the
-manifest's ``environments.<env>.allow_writes``); elsewhere they are skipped.
+Flows that write run only where writes are allowed (the reference stack,
+``--allow-writes=true`` or ``environments.<env>.allow_writes``); elsewhere
+they are skipped, saying how to allow them.
 """
 
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import pytest
 
-from bizosaas_acceptance.model.api import TAG_PREFIX, ServiceApi
+from bizosaas_acceptance.model.api import ServiceApi
 from bizosaas_acceptance.model.manifest import Stack
 from bizosaas_acceptance.model.target import Target
 from bizosaas_acceptance.outcome import (
@@ -46,27 +48,23 @@ from bizosaas_acceptance.outcome import (
     status_cause,
     transport_cause,
 )
-from bizosaas_acceptance.probes.api import ApiCaller, run_tag
+from bizosaas_acceptance.probes.api import ApiCaller
 from bizosaas_acceptance.probes.http import Reply
-from bizosaas_acceptance.probes.records import finished_runs
+from bizosaas_acceptance.probes.records import (
+    Records,
+    RecordsDirError,
+    default_dir,
+    leftovers,
+    sweep,
+)
 from bizosaas_acceptance.probes.snapshot import shared
+from fixtures.api import records_dir_failure
 
 pytestmark = [pytest.mark.integration]
 
-WRITES_SKIP = ("writes not allowed in this environment "
-               "(--allow-writes / manifest environments.<env>.allow_writes)")
-STALE_AFTER_S = 30 * 60
 TASK_TIMEOUT_S = 20.0
-SETTLE_S = 5.0
 CRM, COMMERCE, AI, SALEOR, GATEWAY = ("django-crm", "coreldove-backend", "ai-agents",
                                       "saleor-api", "brain-api")
-
-
-@pytest.fixture
-def writes(target: Target) -> None:
-    """Skips a flow that writes unless writes are allowed (asked for first: no Vault needed)."""
-    if not target.allow_writes:
-        pytest.skip(WRITES_SKIP)
 
 
 def _need_services(stack: Stack, *keys: str) -> None:
@@ -99,149 +97,32 @@ def expect(reply: Reply, status: int | tuple[int, ...], stack: Stack, service: s
              seen=reply.describe(), cause=Cause.APP, next_cmd=nxt)
 
 
-# --------------------------------------------------------------------------- records
-
-
-@dataclass
-class Record:
-    service: str
-    delete_path: str
-    check_path: str | None  # a GET that must answer 404 once the record is gone
-    what: str
-    settle: bool = False  # wait (bounded) until the GET no longer says "processing"
-
-
-@dataclass
-class Records:
-    """What a flow created; removed (newest first) and verified gone at teardown."""
-
-    api: ApiCaller
-    items: list[Record] = field(default_factory=list)
-
-    def add(self, service: str, delete_path: str, what: str,
-            check_path: str | None = None, settle: bool = False) -> None:
-        self.items.append(Record(service, delete_path, check_path, what, settle))
-
-    def _settle(self, rec: Record) -> None:
-        """A running task's activity would write its row again after a DELETE: let it end."""
-        deadline = time.monotonic() + SETTLE_S
-        while time.monotonic() < deadline and rec.check_path:
-            reply = self.api.http.request("GET", self.api.url(rec.service, rec.check_path))
-            try:
-                if reply.status != 200 or reply.json().get("status") != "processing":
-                    return
-            except (ValueError, AttributeError):
-                return
-            time.sleep(0.2)
-
-    def remove_all(self) -> list[str]:
-        problems = []
-        for rec in reversed(self.items):
-            if rec.settle:
-                self._settle(rec)
-            url = self.api.url(rec.service, rec.delete_path)
-            reply = self.api.http.request("DELETE", url, headers=self.api.headers(auth=True))
-            if not reply.ok or reply.status not in (200, 202, 204, 404):
-                problems.append(f"{rec.what}: DELETE {url} -> {reply.describe(120)}")
-                continue
-            if rec.check_path:
-                seen = self.api.http.request("GET", self.api.url(rec.service, rec.check_path))
-                if seen.status != 404:
-                    problems.append(f"{rec.what}: still there after DELETE "
-                                    f"(GET {rec.check_path} -> {seen.describe(80)})")
-        self.items.clear()
-        return problems
-
-
-@pytest.fixture
-def records(api_auth: ApiCaller, stack: Stack) -> Iterator[Records]:
-    """Registers created records; removes and verifies them, also after a failure."""
-    recs = Records(api_auth)
-    try:
-        yield recs
-    finally:
-        problems = recs.remove_all()
-        if problems:
-            svc = stack.services[CRM] if CRM in stack.services else next(iter(
-                stack.services.values()))
-            fail(f"[CLEANUP] {len(problems)} record(s) of run {api_auth.tag} not removed",
-                 expected="every record the flow created deleted and gone (404)",
-                 seen="; ".join(problems), cause=Cause.APP,
-                 why="a DELETE endpoint failed: tagged test data stays behind",
-                 next_cmd=[f"curl -s -X DELETE -H 'Authorization: Bearer $BIZOSAAS_API_TOKEN' "
-                           f"'{api_auth.url(CRM, '/api/leads/')}?tag={api_auth.tag}'"
-                           if CRM in stack.services else "", logs_cmd(svc.container)])
-
-
 # --------------------------------------------------------------------------- sweep
-
-
-def _created(value: Any) -> float | None:
-    try:
-        return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
-
-
-def leftover_tags(api: ApiCaller, this_run: str) -> tuple[dict[str, str], str | None]:
-    """Tags of other runs that may be removed: finished here, or stale anywhere.
-
-    Returns {tag: reason} and an error text when the lead listing is unavailable.
-    """
-    tags = {run_tag(r): "run finished" for r in finished_runs()[:50] if r != this_run}
-    reply = api.http.request("GET", api.url(CRM, "/api/leads/?limit=1000"))
-    if not reply.ok or reply.status != 200:
-        return tags, reply.error or f"GET /api/leads/ -> {reply.status}"
-    try:
-        leads = reply.json().get("results") or []
-    except (ValueError, AttributeError):
-        return tags, "lead listing is not JSON"
-    now = time.time()
-    for lead in leads:
-        source = str(lead.get("source") or "")
-        if not source.startswith(TAG_PREFIX) or source == run_tag(this_run):
-            continue
-        created = _created(lead.get("created_at"))
-        if source in tags or (created is not None and now - created > STALE_AFTER_S):
-            tags.setdefault(source, "older than 30 min")
-    return tags, None
-
-
-def sweep(api: ApiCaller, stack: Stack, this_run: str) -> dict[str, Any]:
-    """Remove what earlier runs left: leads and orders by tag (bulk DELETE ?tag=)."""
-    tags, error = leftover_tags(api, this_run)
-    removed: dict[str, int] = {}
-    failures: list[str] = []
-    for tag in tags:
-        for service, path in ((CRM, "/api/leads/"), (COMMERCE, "/api/orders")):
-            if service not in stack.services:
-                continue
-            url = api.url(service, path) + f"?tag={tag}"
-            reply = api.http.request("DELETE", url, headers=api.headers(auth=True))
-            if reply.ok and reply.status == 200:
-                try:
-                    n = int(reply.json().get("deleted", 0))
-                except (ValueError, AttributeError, TypeError):
-                    n = 0
-                if n:
-                    removed[f"{service}:{tag}"] = n
-            else:
-                failures.append(f"DELETE {url} -> {reply.describe(80)}")
-    return {"tags": tags, "removed": removed, "failures": failures, "error": error}
 
 
 @pytest.fixture(scope="session")
 def swept(pytestconfig: pytest.Config, stack: Stack, target: Target, run_id: str,
           request: pytest.FixtureRequest) -> Iterator[dict[str, Any] | None]:
     """Sweep at session start (once per run) and again at the end (per worker)."""
-    if not target.allow_writes or CRM not in stack.services:
+    if not target.allow_writes:
         yield None
         return
     api = request.getfixturevalue("api")
     api.token = request.getfixturevalue("api_token")
-    start = shared(run_id, "integration-sweep-start", lambda: sweep(api, stack, run_id))
+    key = target.records_key(stack)
+
+    def run() -> dict[str, Any]:
+        return sweep(api.http, api.headers(auth=True), run_id, key)
+
+    try:
+        start = shared(run_id, "integration-sweep-start", run)
+    except RecordsDirError as exc:
+        records_dir_failure(exc)
     yield start
-    sweep(api, stack, run_id)
+    try:
+        run()
+    except RecordsDirError:
+        pass  # reported at the start
 
 
 # --------------------------------------------------------------------------- flows
@@ -272,18 +153,18 @@ def test_lead_visible_through_gateway(writes, api_auth: ApiCaller, records: Reco
                                       target: Target, swept) -> None:
     _need_services(stack, CRM, GATEWAY)
     api = api_auth
-    flow = f"{api.tag}-lead-{uuid.uuid4().hex[:8]}"
+    tag = records.new_tag()
     body = {"name": "Acceptance Lead (integration)", "email": "flow@bizosaas-acceptance.example",
-            "phone": "+1-555-0199", "source": api.tag,
-            "notes": f"integration flow {flow}"}
+            "phone": "+1-555-0199", "source": tag, "notes": f"integration flow {tag}"}
     # Registered before the request: if the run is interrupted while the POST
-    # is in flight, the lead exists but its id never reached us; the tag finds it.
-    records.add(CRM, f"/api/leads/?tag={flow}", f"leads tagged {flow}")
+    # is in flight, the lead exists but its id never reached us; its tag finds it.
+    rec = records.register(CRM, f"{CRM}: the lead POST /api/leads/ created (tag {tag})",
+                           tag=tag, find=api.url(CRM, f"/api/leads/?tag={tag}"))
     reply = api.http.request("POST", api.url(CRM, "/api/leads/"), headers=api.headers(auth=True),
                              json_body=body)
+    records.answered(rec, reply, {"path": "/api/leads/{id}/"}, lambda p: api.url(CRM, p))
     lead = expect(reply, 201, stack, CRM, "create a lead", body)
     lead_id = lead["id"]
-    records.add(CRM, f"/api/leads/{lead_id}/", f"lead {lead_id}", f"/api/leads/{lead_id}/")
     check(lead.get("status") == "new" and lead.get("score") == 0,
           f"[FLOW] {CRM}: new lead {lead_id} status/score", expected="status new, score 0",
           seen=reply.describe(200), cause=Cause.APP, next_cmd=logs_cmd(
@@ -313,7 +194,7 @@ def test_cart_order_checkout(writes, api_auth: ApiCaller, records: Records, stac
                              target: Target, api_spec, swept) -> None:
     _need_services(stack, COMMERCE)
     api = api_auth
-    session = f"{api.tag}-flow-cart"
+    session = f"{records.new_tag()}-flow-cart"
     products = expect(api.http.request("GET", api.url(COMMERCE, "/api/products")), 200, stack,
                       COMMERCE, "list products")
     product = next((p for p in products.get("products", []) if p.get("in_stock")), None)
@@ -322,22 +203,29 @@ def test_cart_order_checkout(writes, api_auth: ApiCaller, records: Records, stac
              seen=str(products)[:200], cause=Cause.DATABASE, why="the catalogue is empty",
              next_cmd=curl_cmd("GET", api.url(COMMERCE, "/api/products")))
     body = {"session_id": session, "product_id": product["id"], "quantity": 2}
-    # The cart's id is ours, so it is registered before it exists.
-    records.add(COMMERCE, f"/api/cart/{session}", f"cart {session}")
-    cart = expect(api.http.request("POST", api.url(COMMERCE, "/api/cart"),
-                                   headers=api.headers(auth=True), json_body=body),
-                  201, stack, COMMERCE, "add to cart", body)
-    flow = f"{api.tag}-order-{uuid.uuid4().hex[:8]}"
+    # The cart's id is ours, so it is registered with its id before it exists.
+    cart_url = api.url(COMMERCE, f"/api/cart/{session}")
+    cart_rec = records.register(COMMERCE, f"{COMMERCE} cart {session}", delete=cart_url,
+                                check=cart_url)
+    cart_reply = api.http.request("POST", api.url(COMMERCE, "/api/cart"),
+                                  headers=api.headers(auth=True), json_body=body)
+    records.answered(cart_rec, cart_reply, None, lambda p: api.url(COMMERCE, p))
+    cart = expect(cart_reply, 201, stack, COMMERCE, "add to cart", body)
+    tag = records.new_tag()
     order_body = {"session_id": session, "customer_email": "flow@bizosaas-acceptance.example",
-                  "notes": flow, "metadata": {"tag": flow}}
+                  "notes": tag, "metadata": {"tag": tag}}
     # Registered before the request (see the lead flow): found by its tag even
-    # when the answer carrying its id is lost to an interruption.
-    records.add(COMMERCE, f"/api/orders?tag={flow}", f"orders tagged {flow}")
-    order = expect(api.http.request("POST", api.url(COMMERCE, "/api/orders"),
-                                    headers=api.headers(auth=True), json_body=order_body),
-                   201, stack, COMMERCE, "order the cart", order_body)
+    # when the answer carrying its id is lost to an interruption. Its payments
+    # go with it (ON DELETE CASCADE).
+    order_rec = records.register(COMMERCE, f"{COMMERCE}: the order POST /api/orders created "
+                                 f"(tag {tag})", tag=tag,
+                                 find=api.url(COMMERCE, f"/api/orders?tag={tag}"))
+    order_reply = api.http.request("POST", api.url(COMMERCE, "/api/orders"),
+                                   headers=api.headers(auth=True), json_body=order_body)
+    records.answered(order_rec, order_reply, {"path": "/api/orders/{order_id}"},
+                     lambda p: api.url(COMMERCE, p))
+    order = expect(order_reply, 201, stack, COMMERCE, "order the cart", order_body)
     oid = order["order_id"]
-    records.add(COMMERCE, f"/api/orders/{oid}", f"order {oid}", f"/api/orders/{oid}")
     check(order.get("status") == "pending" and abs(float(order.get("total", -1))
                                                    - float(cart.get("total", -2))) < 0.005,
           f"[FLOW] {COMMERCE}: order {oid} total {order.get('total')} vs cart "
@@ -378,13 +266,17 @@ def test_agent_task_runs_on_temporal(writes, api_auth: ApiCaller, records: Recor
         pytest.skip("the stack has no Temporal service to follow the task through")
     temporal = request.getfixturevalue("temporal")
     api = api_auth
-    body = {"agent_type": "lead_scorer", "payload": {"tag": api.tag, "lead": "Acceptance"}}
-    created = expect(api.http.request("POST", api.url(AI, "/api/agents/task"),
-                                      headers=api.headers(auth=True), json_body=body),
-                     202, stack, AI, "start an agent task", body)
+    tag = records.new_tag()
+    body = {"agent_type": "lead_scorer", "payload": {"tag": tag, "lead": "Acceptance"}}
+    rec = records.register(AI, f"{AI}: the task POST /api/agents/task created (tag {tag})",
+                           tag=tag, settle=True)
+    reply = api.http.request("POST", api.url(AI, "/api/agents/task"),
+                             headers=api.headers(auth=True), json_body=body)
+    records.answered(rec, reply, {"path": "/api/agents/task/{task_id}"},
+                     lambda p: api.url(AI, p))
+    created = expect(reply, 202, stack, AI, "start an agent task", body)
     task_id = created["task_id"]
     path = f"/api/agents/task/{task_id}"
-    records.add(AI, path, f"task {task_id}", path, settle=True)
     deadline = time.monotonic() + TASK_TIMEOUT_S
     state: dict[str, Any] = {}
     while time.monotonic() < deadline:
@@ -444,21 +336,21 @@ def test_saleor_graphql_through_gateway(api_auth: ApiCaller, stack: Stack) -> No
 
 
 @pytest.mark.service(CRM)
-def test_no_leftovers_from_earlier_runs(writes, api_auth: ApiCaller, stack: Stack, target: Target,
-                                        run_id: str, swept) -> None:
+def test_no_leftovers_from_earlier_runs(writes, stack: Stack, target: Target, run_id: str,
+                                        swept) -> None:
+    """What finished or abandoned runs against this target created is gone."""
     _need_services(stack, CRM)
-    if swept is None:
-        pytest.skip("no sweep ran")
-    if swept["error"] or swept["failures"]:
-        fail("[CLEANUP] sweep of earlier runs' records failed",
-             expected="lead listing and bulk DELETE ?tag= answering",
-             seen="; ".join(filter(None, [swept["error"], *swept["failures"]]))[:300],
-             cause=Cause.APP, next_cmd=logs_cmd(stack.services[CRM].container))
-    remaining, error = leftover_tags(api_auth, run_id)
-    again = sweep(api_auth, stack, run_id) if remaining else {"removed": {}}
-    check(not again["removed"], "[CLEANUP] tagged records of earlier runs remain after the "
-          "sweep", expected="no record tagged by a finished or stale run",
-          seen=", ".join(f"{k}: {v}" for k, v in again["removed"].items()),
-          cause=Cause.APP, why="bulk DELETE ?tag= does not remove everything it matches",
-          next_cmd=f"curl -s '{api_auth.url(CRM, '/api/leads/?limit=1000')}' | grep "
-                   f"{TAG_PREFIX}")
+    assert swept is not None
+    key = target.records_key(stack)
+    nxt = [f"ls -l {default_dir()}",
+           logs_cmd(stack.services[CRM].container)]
+    if swept["failures"]:
+        fail(f"[CLEANUP] sweep: {len(swept['failures'])} record(s) of earlier runs not "
+             "removed", expected="every record an earlier run left deleted and gone",
+             seen="; ".join(swept["failures"])[:600], cause=Cause.APP,
+             why="a DELETE failed or a record cannot be found any more", next_cmd=nxt)
+    remaining = leftovers(run_id, key)
+    check(not remaining, f"[CLEANUP] {len(remaining)} record(s) of earlier runs remain",
+          expected="no open record in the journals of finished or abandoned runs",
+          seen="; ".join(remaining)[:600], cause=Cause.APP,
+          why="a sweep is still failing on them", next_cmd=nxt)
