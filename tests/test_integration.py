@@ -160,9 +160,9 @@ def test_lead_visible_through_gateway(writes, api_auth: ApiCaller, records: Reco
     # is in flight, the lead exists but its id never reached us; its tag finds it.
     rec = records.register(CRM, f"{CRM}: the lead POST /api/leads/ created (tag {tag})",
                            tag=tag, find=api.url(CRM, f"/api/leads/?tag={tag}"))
-    reply = api.http.request("POST", api.url(CRM, "/api/leads/"), headers=api.headers(auth=True),
-                             json_body=body)
-    records.answered(rec, reply, {"path": "/api/leads/{id}/"}, lambda p: api.url(CRM, p))
+    reply = records.create(rec, lambda: api.http.request(
+        "POST", api.url(CRM, "/api/leads/"), headers=api.headers(auth=True), json_body=body),
+        {"path": "/api/leads/{id}/"}, lambda p: api.url(CRM, p))
     lead = expect(reply, 201, stack, CRM, "create a lead", body)
     lead_id = lead["id"]
     check(lead.get("status") == "new" and lead.get("score") == 0,
@@ -207,9 +207,9 @@ def test_cart_order_checkout(writes, api_auth: ApiCaller, records: Records, stac
     cart_url = api.url(COMMERCE, f"/api/cart/{session}")
     cart_rec = records.register(COMMERCE, f"{COMMERCE} cart {session}", delete=cart_url,
                                 check=cart_url)
-    cart_reply = api.http.request("POST", api.url(COMMERCE, "/api/cart"),
-                                  headers=api.headers(auth=True), json_body=body)
-    records.answered(cart_rec, cart_reply, None, lambda p: api.url(COMMERCE, p))
+    cart_reply = records.create(cart_rec, lambda: api.http.request(
+        "POST", api.url(COMMERCE, "/api/cart"), headers=api.headers(auth=True), json_body=body),
+        None, lambda p: api.url(COMMERCE, p))
     cart = expect(cart_reply, 201, stack, COMMERCE, "add to cart", body)
     tag = records.new_tag()
     order_body = {"session_id": session, "customer_email": "flow@bizosaas-acceptance.example",
@@ -220,10 +220,10 @@ def test_cart_order_checkout(writes, api_auth: ApiCaller, records: Records, stac
     order_rec = records.register(COMMERCE, f"{COMMERCE}: the order POST /api/orders created "
                                  f"(tag {tag})", tag=tag,
                                  find=api.url(COMMERCE, f"/api/orders?tag={tag}"))
-    order_reply = api.http.request("POST", api.url(COMMERCE, "/api/orders"),
-                                   headers=api.headers(auth=True), json_body=order_body)
-    records.answered(order_rec, order_reply, {"path": "/api/orders/{order_id}"},
-                     lambda p: api.url(COMMERCE, p))
+    order_reply = records.create(order_rec, lambda: api.http.request(
+        "POST", api.url(COMMERCE, "/api/orders"), headers=api.headers(auth=True),
+        json_body=order_body), {"path": "/api/orders/{order_id}"},
+        lambda p: api.url(COMMERCE, p))
     order = expect(order_reply, 201, stack, COMMERCE, "order the cart", order_body)
     oid = order["order_id"]
     check(order.get("status") == "pending" and abs(float(order.get("total", -1))
@@ -270,10 +270,9 @@ def test_agent_task_runs_on_temporal(writes, api_auth: ApiCaller, records: Recor
     body = {"agent_type": "lead_scorer", "payload": {"tag": tag, "lead": "Acceptance"}}
     rec = records.register(AI, f"{AI}: the task POST /api/agents/task created (tag {tag})",
                            tag=tag, settle=True)
-    reply = api.http.request("POST", api.url(AI, "/api/agents/task"),
-                             headers=api.headers(auth=True), json_body=body)
-    records.answered(rec, reply, {"path": "/api/agents/task/{task_id}"},
-                     lambda p: api.url(AI, p))
+    reply = records.create(rec, lambda: api.http.request(
+        "POST", api.url(AI, "/api/agents/task"), headers=api.headers(auth=True), json_body=body),
+        {"path": "/api/agents/task/{task_id}"}, lambda p: api.url(AI, p))
     created = expect(reply, 202, stack, AI, "start an agent task", body)
     task_id = created["task_id"]
     path = f"/api/agents/task/{task_id}"

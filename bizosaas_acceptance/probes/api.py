@@ -175,11 +175,9 @@ class ApiCaller:
         rec = self._register(endpoint.service, endpoint.method, path,
                              f"{endpoint.service}: what {endpoint.method} {path} created "
                              f"(tag {tag})", tag)
-        reply = self.send(endpoint, body=self.body(endpoint, tag))
         assert self.records is not None
-        self.records.answered(rec, reply, endpoint.cleanup,
-                              lambda p: self.url(endpoint.service, p))
-        return reply
+        return self.records.create(rec, lambda: self.send(endpoint, body=self.body(endpoint, tag)),
+                                   endpoint.cleanup, lambda p: self.url(endpoint.service, p))
 
     def try_write(self, endpoint: Endpoint, url: str, *, headers: dict[str, str],
                   json_body: Any = None, method: str | None = None) -> Reply:
@@ -192,8 +190,7 @@ class ApiCaller:
         rec = self._register(endpoint.service, method, endpoint.path,
                              f"{endpoint.service}: what {method} {url} created (sent to be "
                              "refused)", None)
-        reply = self.http.request(method, url, headers=headers, json_body=json_body)
         assert self.records is not None
-        self.records.answered(rec, reply, endpoint.cleanup,
-                              lambda p: self.url(endpoint.service, p), refusal=True)
-        return reply
+        return self.records.create(
+            rec, lambda: self.http.request(method, url, headers=headers, json_body=json_body),
+            endpoint.cleanup, lambda p: self.url(endpoint.service, p), refusal=True)

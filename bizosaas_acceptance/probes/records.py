@@ -36,12 +36,13 @@ import fcntl
 import json
 import os
 import secrets
+import signal
 import socket
 import stat
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -149,6 +150,31 @@ def pid_alive(pid: int, start: str | None = None) -> bool:
 
 
 # --------------------------------------------------------------------------- records
+
+
+@contextlib.contextmanager
+def sigint_deferred() -> Iterator[None]:
+    """Hold a Ctrl-C until the block ends (main thread only).
+
+    A create request interrupted in flight may have created its record while
+    its answer (the id) is lost; deferring the interrupt for one bounded
+    request lets the record be identified, so the teardown that follows the
+    interrupt removes it.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: pending.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if pending:
+            if callable(previous):
+                previous(signal.SIGINT, None)
+            else:
+                raise KeyboardInterrupt
 
 
 @dataclass
@@ -332,6 +358,16 @@ class Records:
         rec.state, rec.note = "kept", why
         self._log("kept", rec, why=why)
 
+    def create(self, rec: Record, send: Callable[[], Reply],
+               template: dict[str, str] | None, url_of: Callable[[str], str], *,
+               refusal: bool = False) -> Reply:
+        """Send the request that creates ``rec`` (registered already) and learn from its
+        answer what it created; a Ctrl-C waits until both are done."""
+        with sigint_deferred():
+            reply = send()
+            self.answered(rec, reply, template, url_of, refusal=refusal)
+        return reply
+
     def answered(self, rec: Record, reply: Reply, template: dict[str, str] | None,
                  url_of: Callable[[str], str], *, refusal: bool = False) -> None:
         """Learn from the create request's answer what was created.
@@ -375,12 +411,17 @@ class Records:
             return [r for r in self.items if r.open]
 
     def remove_all(self) -> list[str]:
-        """Remove every open record (newest first); one problem per record not removed."""
+        """Remove every open record (newest first); one problem per record not removed.
+
+        A Ctrl-C arriving meanwhile waits until every removal is done (each
+        request is bounded by the HTTP timeout).
+        """
         problems = []
-        for rec in reversed(self.open_records()):
-            problem = self.remove(rec)
-            if problem:
-                problems.append(problem)
+        with sigint_deferred():
+            for rec in reversed(self.open_records()):
+                problem = self.remove(rec)
+                if problem:
+                    problems.append(problem)
         with self._lock:
             self.items = [r for r in self.items if r.open]
         return problems
