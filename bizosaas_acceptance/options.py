@@ -209,8 +209,10 @@ OPTIONS: tuple[Option, ...] = (
            "Concurrent clients in the performance suite's error-rate check.",
            _positive_int),
     Option("allow_writes", "BIZOSAAS_ALLOW_WRITES", None,
-           "Allow integration checks to create (and remove) records. "
-           "Default: the manifest's allow_writes for the environment.", _bool),
+           "Allow checks to create (and remove) tagged records on the target "
+           "(--allow-writes=true). Default: the environment section's allow_writes "
+           "(--env); without one, writes are on only against the reference stack "
+           "(the built-in manifest at 127.0.0.1 or localhost).", _bool),
     Option("logs_since", "BIZOSAAS_LOGS_SINCE", None,
            "How far back the logs suite reads each container's log: a duration (30m, 2h, "
            "90s) or an ISO 8601 timestamp, never before the container's start. Default: "

@@ -7,9 +7,12 @@ refused origins (simple requests and preflight), rate-limit headers, the
 documented trailing-slash behaviour. Per protected endpoint: 401 in the error
 format without a token and with a wrong one.
 
-A documented write (a POST with an example body) runs only when writes are
-allowed; it is tagged with the run's id and removed right after the answer
-arrives (the endpoint's ``cleanup``).
+A check that writes (a documented POST with its example body; a request to a
+writing endpoint meant to be refused) runs only where writes are allowed
+(``fixtures/api.py``); each request is registered with the ``records``
+fixture before it is sent, carries a tag unique to its record, and what it
+created is removed and verified gone when the check ends (the endpoint's
+``cleanup``).
 """
 
 from __future__ import annotations
@@ -31,19 +34,17 @@ from bizosaas_acceptance.outcome import (
     require_answer,
     status_cause,
 )
-from bizosaas_acceptance.probes.api import ApiCaller, ResolveError
+from bizosaas_acceptance.probes.api import ApiCaller, ResolveError, writing_endpoint
 from bizosaas_acceptance.probes.http import Reply
 
 pytestmark = [pytest.mark.api]
 
-WRITES_SKIP = ("writes not allowed in this environment "
-               "(--allow-writes / manifest environments.<env>.allow_writes)")
 
 
 def _caller(endpoint: Endpoint, request: pytest.FixtureRequest, target: Target) -> ApiCaller:
     __tracebackhide__ = True
     if endpoint.writes and not target.allow_writes:
-        pytest.skip(WRITES_SKIP)
+        pytest.skip(target.writes_skip_reason)  # (fixtures/api.py skips it first)
     return request.getfixturevalue("api_auth" if endpoint.auth else "api")
 
 
@@ -156,8 +157,10 @@ def test_error_format_bad_request(bad_request: tuple[ServiceApi, Any],
                                   request: pytest.FixtureRequest, stack: Stack) -> None:
     api_service, bad = bad_request
     api = request.getfixturevalue("api_auth" if bad.method != "GET" else "api")
-    reply = api.http.request(bad.method, api.url(api_service.key, bad.path),
-                             headers=api.headers(auth=bad.method != "GET"), json_body=bad.body)
+    url, headers = api.url(api_service.key, bad.path), api.headers(auth=bad.method != "GET")
+    writing = writing_endpoint(api_service, bad.method, bad.path)
+    reply = (api.try_write(writing, url, headers=headers, json_body=bad.body) if writing
+             else api.http.request(bad.method, url, headers=headers, json_body=bad.body))
     _error_check(api, api_service, stack, reply, bad.status,
                  bad.schema or {"$ref": "#/schemas/error"}, "a bad request", bad.body)
 
@@ -286,7 +289,8 @@ def _auth_check(endpoint: Endpoint, api: ApiCaller, stack: Stack, token: str | N
     if token is not None:
         headers["Authorization"] = f"Bearer {token}"
     # An empty body: if authentication were off, validation still refuses to write.
-    reply = api.http.request(endpoint.method, url, headers=headers, json_body={})
+    reply = (api.try_write(endpoint, url, headers=headers, json_body={}) if endpoint.writes
+             else api.http.request(endpoint.method, url, headers=headers, json_body={}))
     what = "without a token" if token is None else "with a wrong token"
     require_answer(reply, f"{endpoint.service}: {endpoint.method} {url}",
                    next_cmd=logs_cmd(stack.services[endpoint.service].container))

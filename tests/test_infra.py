@@ -294,10 +294,13 @@ def test_temporal_namespace(temporal_service: Service, temporal: Any, async_runn
           next_cmd="temporal operator namespace list")
 
 
-def test_temporal_workflow_round_trip(temporal_service: Service, temporal: Any, async_runner,
-                                      run_id: str,
+def test_temporal_workflow_round_trip(writes: None, temporal_service: Service, temporal: Any,
+                                      async_runner, run_id: str,
                                       target: Target, stack: Stack) -> None:
-    """A real workflow: started here, run by an in-process worker on a queue of this run."""
+    """A real workflow: started here, run by an in-process worker on a queue of this run.
+
+    It leaves a workflow execution in the target's Temporal: a write (skipped
+    where writes are not allowed, see fixtures/api.py)."""
     from temporalio.worker import Worker
 
     from bizosaas_acceptance.probes.temporal_workflow import ProbeWorkflow, echo

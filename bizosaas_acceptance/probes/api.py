@@ -1,8 +1,11 @@
-"""Sending the documented API's requests: placeholders, run tags, tokens, cleanup.
+"""Sending the documented API's requests: placeholders, run tags, tokens, records.
 
 :class:`ApiCaller` turns an :class:`~bizosaas_acceptance.model.api.Endpoint`
 into a real request: it fills ``{placeholders}`` from other endpoints' answers,
-puts the run's tag into bodies and adds the Bearer token where needed.
+puts a tag into bodies and adds the Bearer token where needed. Every request
+that may create something goes through :attr:`ApiCaller.records`
+(:mod:`bizosaas_acceptance.probes.records`): registered before it is sent,
+removed and verified gone when the check ends.
 """
 
 from __future__ import annotations
@@ -10,14 +13,31 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from bizosaas_acceptance.model.api import PLACEHOLDER, TAG_PREFIX, ApiSpec, Endpoint
+from bizosaas_acceptance.model.api import (
+    PLACEHOLDER,
+    TAG_PREFIX,
+    WRITE_METHODS,
+    ApiSpec,
+    Endpoint,
+    ServiceApi,
+)
 from bizosaas_acceptance.model.manifest import Stack
 from bizosaas_acceptance.probes.http import HttpProbe, Reply
+from bizosaas_acceptance.probes.records import BULK_BY_TAG, Record, Records
 
 
 def run_tag(run_id: str) -> str:
     """The tag every record of this run carries."""
     return f"{TAG_PREFIX}{run_id}"
+
+
+def writing_endpoint(sapi: ServiceApi, method: str, path: str) -> Endpoint | None:
+    """The documented endpoint a ``method path`` request reaches, if it writes."""
+    if method not in WRITE_METHODS:
+        return None
+    bare = path.split("?")[0].rstrip("/")
+    return next((e for e in sapi.endpoints if e.writes and e.method == method
+                 and e.path.split("?")[0].rstrip("/") == bare), None)
 
 
 def fill(value: Any, tag: str) -> Any:
@@ -55,6 +75,8 @@ class ApiCaller:
                  token: str | None, tag: str) -> None:
         self.spec, self.stack, self.target, self.http = spec, stack, target, http
         self.token, self.tag = token, tag
+        #: Where writes register what they create (set by the ``api`` fixture).
+        self.records: Records | None = None
         self._answers: dict[tuple[str, str], Reply] = {}
         self._lock = threading.Lock()
 
@@ -93,7 +115,8 @@ class ApiCaller:
         except KeyError as exc:
             raise ResolveError(f"no value for {{{exc.args[0]}}} (add params)") from None
 
-    def body(self, endpoint: Endpoint) -> Any:
+    def body(self, endpoint: Endpoint, tag: str | None = None) -> Any:
+        """The documented body, ``{tag}`` filled with ``tag`` (default: the run's tag)."""
         if endpoint.graphql is not None:
             variables = {k: self._ref(endpoint.service, v)
                          for k, v in (endpoint.variables or {}).items()}
@@ -101,7 +124,7 @@ class ApiCaller:
             if variables:
                 doc["variables"] = variables
             return doc
-        return fill(endpoint.body, self.tag)
+        return fill(endpoint.body, tag or self.tag)
 
     def send(self, endpoint: Endpoint, *, auth: bool | None = None,
              headers: dict[str, str] | None = None, body: Any = ...) -> Reply:
@@ -115,8 +138,8 @@ class ApiCaller:
     def answer(self, endpoint: Endpoint) -> Reply:
         """The documented request's answer, shared within the process.
 
-        Writes are sent once, their cleanup request right after (see
-        :meth:`cleanup`), so that nothing created lingers while other checks run.
+        A write is sent once, registered first (see :meth:`write`); what it
+        created is removed when the check that sent it ends.
         """
         key = (endpoint.service, endpoint.name)
         with self._lock:
@@ -126,23 +149,48 @@ class ApiCaller:
         if endpoint.method == "GET":
             reply = self.http.get(self.url(endpoint.service, self.path(endpoint)),
                                   headers=self.headers(endpoint))
+        elif endpoint.writes:
+            reply = self.write(endpoint)
         else:
             reply = self.send(endpoint)
-            if endpoint.cleanup:
-                self.cleanup(endpoint, reply)
         with self._lock:
             self._answers.setdefault(key, reply)
         return reply
 
-    def cleanup(self, endpoint: Endpoint, reply: Reply) -> Reply | None:
-        """Remove what ``reply`` created (by the endpoint's cleanup template)."""
-        if not endpoint.cleanup or reply.status is None or reply.status >= 400:
-            return None
-        try:
-            data = reply.json()
-            path = PLACEHOLDER.sub(lambda m: str(dig(data, m.group(1))), endpoint.cleanup["path"])
-        except (ValueError, KeyError):
-            return None
-        return self.http.request(endpoint.cleanup.get("method", "DELETE"),
-                                 self.url(endpoint.service, path),
-                                 headers=self.headers(auth=True))
+    # ----------------------------------------------------------------- records
+
+    def _register(self, service: str, method: str, path: str, what: str,
+                  tag: str | None) -> Record:
+        if self.records is None:
+            raise RuntimeError(f"{method} {path}: a write without a records registry")
+        bulk = BULK_BY_TAG.get((service, path.split("?")[0]))
+        find = (self.url(bulk[0], bulk[1]) + f"?tag={tag}") if bulk and tag else None
+        return self.records.register(service, what, tag=tag, find=find)
+
+    def write(self, endpoint: Endpoint) -> Reply:
+        """Send a documented write: registered (with a tag unique to it) before it
+        is sent, identified from its answer by the endpoint's ``cleanup``."""
+        path = self.path(endpoint)
+        tag = self.records.new_tag() if self.records is not None else None
+        rec = self._register(endpoint.service, endpoint.method, path,
+                             f"{endpoint.service}: what {endpoint.method} {path} created "
+                             f"(tag {tag})", tag)
+        assert self.records is not None
+        return self.records.create(rec, lambda: self.send(endpoint, body=self.body(endpoint, tag)),
+                                   endpoint.cleanup, lambda p: self.url(endpoint.service, p))
+
+    def try_write(self, endpoint: Endpoint, url: str, *, headers: dict[str, str],
+                  json_body: Any = None, method: str | None = None) -> Reply:
+        """A request to a writing endpoint that should be refused (no token, bad body).
+
+        Registered all the same: if the deployment accepts it, what it created
+        is removed (by the endpoint's ``cleanup``) or reported.
+        """
+        method = method or endpoint.method
+        rec = self._register(endpoint.service, method, endpoint.path,
+                             f"{endpoint.service}: what {method} {url} created (sent to be "
+                             "refused)", None)
+        assert self.records is not None
+        return self.records.create(
+            rec, lambda: self.http.request(method, url, headers=headers, json_body=json_body),
+            endpoint.cleanup, lambda p: self.url(endpoint.service, p), refusal=True)

@@ -30,13 +30,14 @@ def verdict_line(verdict: Verdict) -> str:
 
 
 def header_lines(stack: Stack, target: Target) -> list[str]:
-    """What the run is about: the stack, where it answers, whether it may write."""
+    """What the run is about: the stack, where it answers, whether it may write and why
+    (``writes allowed: reference stack``; ``writes not allowed: target 10.0.0.5 is not
+    the reference stack; --allow-writes to allow``)."""
     apps = len(stack.apps)
     return [
         f"bizosaas: stack {stack.name} ({stack.source}): {len(stack.services)} services "
         f"({apps} application, {len(stack.services) - apps} infrastructure)",
         f"bizosaas: target host {target.host}, docker {MASKER.mask(target.docker_display())}, "
-        f"environment {target.environment or '-'}, writes "
-        f"{'allowed' if target.allow_writes else 'not allowed'}",
+        f"environment {target.environment or '-'}, {target.writes_text}",
     ] + ([f"bizosaas: Docker Swarm stack {target.swarm_stack} (manifest service x = Swarm "
           f"service {target.swarm_stack}_x)"] if target.swarm_stack else [])
