@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -295,8 +296,8 @@ def test_agent_task_runs_on_temporal(writes, api_auth: ApiCaller, records: Recor
     from temporalio.client import WorkflowExecutionStatus
 
     try:
-        desc = async_runner.run(temporal.get_workflow_handle(task_id).describe(),
-                                target.connect_timeout + 5)
+        desc = async_runner.run(temporal.get_workflow_handle(task_id).describe(
+            rpc_timeout=timedelta(seconds=target.connect_timeout)), target.connect_timeout + 5)
         status = desc.status
     except Exception as exc:  # noqa: BLE001 - RPC errors vary
         status, desc = None, exc
