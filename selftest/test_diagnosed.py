@@ -224,12 +224,12 @@ def test_hung_routes_fail_diagnosed_within_bounds(tmp_path: Path) -> None:
             docker["message"]) and f"on tcp://127.0.0.1:{engine.port}" in docker["message"], docker
     assert docker["category"] == "Container Won't Start"
 
-    # In setup: the sweep waiting on the hung listing, bounded, reported by its check.
+    # The sweep works from its journal of earlier runs' records (issue 11 §2): it never
+    # lists the hung CRM; whatever it reports is bounded and diagnosed.
     sweep = checks["test_no_leftovers_from_earlier_runs"]
-    assert "[CLEANUP] start-of-run sweep of earlier runs' records failed" in sweep["message"]
-    assert f"GET {crm_url}/api/leads/?limit=1000 -> no complete response within {TIMEOUT}s" \
-        in sweep["message"], sweep
-    assert sweep["category"] == "Slow Response Times"
+    assert sweep["outcome"] in ("passed", "failed", "error"), sweep
+    if sweep["outcome"] != "passed":
+        assert "cause:" in sweep["message"] and "next:" in sweep["message"], sweep
 
     # In a check: the lead POST, bounded, diagnosed; its cleanup too.
     lead = checks["test_lead_visible_through_gateway"]
