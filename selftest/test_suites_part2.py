@@ -198,7 +198,9 @@ def test_broken_dependency_trips_integration(tmp_path: Path) -> None:
     def crm_port(data: dict[str, Any]) -> None:
         data["services"]["django-crm"]["published_port"] = port
 
-    run = _run(tmp_path, _manifest(tmp_path, crm_port), "test_integration.py")
+    # A temporary manifest is not the reference stack: writes must be asked for (issue 11 §2).
+    run = _run(tmp_path, _manifest(tmp_path, crm_port), "test_integration.py",
+               "--allow-writes=true")
     assert run.ret == 1, run.summary()
     failed = {c["nodeid"].split("::")[1]: c for c in run.failed()}
     lead = failed.get("test_lead_visible_through_gateway")
@@ -226,7 +228,7 @@ def test_failed_flow_still_removes_its_records(tmp_path: Path) -> None:
         data["services"]["brain-api"]["published_port"] = port
 
     run = _run(tmp_path, _manifest(tmp_path, brain_port), "test_integration.py",
-               "-k", "cart_order_checkout", f"--run-id={run_id}")
+               "-k", "cart_order_checkout", f"--run-id={run_id}", "--allow-writes=true")
     assert run.ret == 1, run.summary()
     failed = run.failed()
     assert len(failed) == 1 and failed[0]["service"] == "coreldove-backend", run.summary()
