@@ -350,7 +350,12 @@ def test_deadline_and_unknown_container(container) -> None:
     took = time.monotonic() - t0
     assert took < 1.5, took
     assert part["deadline"] and 0 < part["lines"] < 300004, part
-    assert part["count"] == 1 and part["matches"][0][1] == "ERROR late line"
+    # Newest part first: the late error is always in what was read. A later,
+    # wider pass may reach the log's beginning before the deadline on a fast
+    # engine (then the early error stands too), never the other way round.
+    found = [m[1] for m in part["matches"]]
+    assert found[-1:] == ["ERROR late line"] and set(found) <= {
+        "ERROR early line", "ERROR late line"}, found
     assert "stopped at the 0.5 s deadline" in probe.describe(part)
     with pytest.raises(probe.LogReadError, match="404"):
         probe.scan_log(api, "bizosaas-logtest-no-such-container", window=window, judge=judge)
