@@ -104,14 +104,19 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.hookimpl(trylast=True, specname="pytest_configure")
 def pytest_configure_snapshot(config: pytest.Config) -> None:
-    """The controller takes the run's Docker snapshot while collection and workers start."""
+    """While collection and workers start, the controller takes the run's Docker
+    snapshot and asks every HTTP service's health path once (the breaker's opening probe)."""
     if not (_is_controller(config) and _runs_checks(config)):
         return
     from bizosaas_acceptance.probes.docker import prefetch_snapshot
+    from bizosaas_acceptance.probes.preflight import opening_probe
 
+    args = (config.stash[RUN_ID], config.stash[STACK], config.stash[TARGET])
     threading.Thread(target=prefetch_snapshot, daemon=True, name="bizosaas-snapshot",
-                     args=(config.stash[RUN_ID], config.stash[STACK], config.stash[TARGET]),
-                     ).start()
+                     args=args).start()
+    # A hung HTTP service costs its one timeout now, while workers start.
+    threading.Thread(target=opening_probe, daemon=True, name="bizosaas-opening",
+                     args=args).start()
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -216,8 +216,11 @@ MIN_SAMPLES = 5
 def measure(api: ApiCaller, endpoint: Endpoint, url: str, samples: int,
             mean_limit_ms: float | None = None) -> tuple[Figures, list[Reply]]:
     headers = api.headers(endpoint)
-    base = baseline_ms(api, endpoint.service)
-    api.http.request("GET", url, headers=headers)  # warm-up: caches, connection pool
+    # Warm-up first (caches, connection pool): a target known to hang or refuse
+    # fails it at once (the run's breaker), and then the network baseline's
+    # connects are not worth their time either.
+    warm = api.http.request("GET", url, headers=headers)
+    base = baseline_ms(api, endpoint.service) if warm.ok else runner_overhead_ms(api)
     replies: list[Reply] = []
     spent = 0.0
     for _ in range(samples):
