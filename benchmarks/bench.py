@@ -14,7 +14,12 @@ Reports (markdown tables on stdout, raw numbers in reports/benchmark.json):
   ``docker exec nc``, ``docker stats --no-stream``, ``docker logs | grep``),
   timed in the same session, and the ratio;
 - scaling: replicas of a stand-in added under new names through a generated
-  manifest (8, 24, 48 application services), generic suites timed at each size.
+  manifest (8, 24, 48 application services), generic suites timed at each size;
+- ``--sick``: the sick-stack table: a full run with each fault of
+  ``sandbox/faults.yaml`` switched on in turn (frozen container, locked table,
+  stopped critical service and dead port included), wall time against healthy
+  runs of the same session, and how many checks failed. It changes the shared
+  stack: ``flock /tmp/bizosaas-stack.lock python3 benchmarks/bench.py --sick``.
 
 This is a measurement script, not a test: it never fails on a slow number.
 """
@@ -135,6 +140,77 @@ def bench_shell(reps: int) -> dict[str, Any]:
     return {"walls": walls, "checks": count}
 
 
+# --------------------------------------------------------------------------- sick stack
+
+#: Faults of the sick-stack table beyond sandbox/faults.yaml's own list: none
+#: (the frozen container, the locked table and the stopped critical service are
+#: entries there; amazon-wrong-port is the dead port).
+SICK_EXTRA: list[str] = []
+
+
+def _sandbox(*args: str) -> None:
+    proc = subprocess.run([sys.executable, "-m", "sandbox", *args], cwd=ROOT,
+                          capture_output=True, text=True, env=clean_env(), timeout=600)
+    if proc.returncode != 0:
+        raise SystemExit(f"python -m sandbox {' '.join(args)} failed:\n{proc.stdout}\n"
+                         f"{proc.stderr}")
+
+
+def _failing(gate: dict[str, Any]) -> list[str]:
+    """Failed checks as 'nodeid: first line of seen' (what the table's count is made of)."""
+    out = []
+    for c in gate.get("checks", []):
+        if c["outcome"] in ("failed", "error"):
+            seen = next((ln.strip() for ln in (c.get("message") or "").splitlines()
+                         if ln.strip().startswith("seen:")), "")
+            out.append(f"{c['nodeid']} ({float(c.get('duration') or 0):.2f} s): {seen[:200]}")
+    return out
+
+
+def sick(reps: int, work: Path, names: list[str] | None) -> dict[str, Any]:
+    """Full runs (-n auto) with one fault on at a time, against healthy runs of the
+    same session (before and after); the stack is healed after each fault.
+
+    Run it holding the stack lock for the whole benchmark:
+    ``flock /tmp/bizosaas-stack.lock python3 benchmarks/bench.py --sick``.
+    """
+    sys.path.insert(0, str(ROOT))
+    from sandbox import faults as sandbox_faults
+
+    chosen = names or [*sandbox_faults.load(), *SICK_EXTRA]
+    _sandbox("heal")
+    results: dict[str, Any] = {"healthy": {"walls": [], "failed": []}, "faults": {}}
+
+    def healthy_runs(tag: str) -> None:
+        for i in range(reps):
+            r = pytest_run(["-n", "auto"], work / f"healthy-{tag}-{i}")
+            results["healthy"]["walls"].append(r["wall"])
+            results["healthy"]["failed"].append(r["gate"].get("failed", 0)
+                                                + r["gate"].get("errors", 0))
+            results["healthy"].setdefault("failing", []).append(_failing(r["gate"]))
+            print(f"  healthy            {r['wall']:6.2f} s  failed "
+                  f"{results['healthy']['failed'][-1]}", file=sys.stderr)
+
+    healthy_runs("before")
+    try:
+        for name in chosen:
+            _sandbox("fault", name)
+            runs = [pytest_run(["-n", "auto"], work / f"sick-{name}-{i}") for i in range(reps)]
+            _sandbox("heal")
+            walls = [r["wall"] for r in runs]
+            failed = [r["gate"].get("failed", 0) + r["gate"].get("errors", 0) for r in runs]
+            slow = sorted(((float(c.get("duration") or 0), c["nodeid"])
+                           for c in runs[-1]["gate"].get("checks", [])), reverse=True)[:3]
+            results["faults"][name] = {"walls": walls, "failed": failed,
+                                       "ret": [r["ret"] for r in runs], "slowest": slow,
+                                       "failing": _failing(runs[-1]["gate"])}
+            print(f"  {name:22s} {stats(walls):>16s}  failed {failed}", file=sys.stderr)
+    finally:
+        _sandbox("heal")
+    healthy_runs("after")
+    return results
+
+
 # --------------------------------------------------------------------------- scaling
 
 REPLICA_IMAGE = "local/bizosaas-app:1"
@@ -218,8 +294,12 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--only", default="full,shell,scale")
     ap.add_argument("--scale", default="8,24,48")
+    ap.add_argument("--sick", action="store_true",
+                    help="only the sick-stack table (switches faults: hold the stack lock)")
+    ap.add_argument("--faults", default="",
+                    help="with --sick: comma-separated fault names (default: all)")
     args = ap.parse_args()
-    parts = set(args.only.split(","))
+    parts = {"sick"} if args.sick else set(args.only.split(","))
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="bizosaas-bench-") as tmp:
         work = Path(tmp)
@@ -228,6 +308,9 @@ def main() -> int:
             out["runs"] = bench_runs(args.reps, work)
         if "shell" in parts:
             out["shell"] = bench_shell(args.reps)
+        if "sick" in parts:
+            print("sick stack (full runs, -n auto, one fault at a time):", file=sys.stderr)
+            out["sick"] = sick(args.reps, work, [n for n in args.faults.split(",") if n])
         if "scale" in parts:
             print("scaling (generic suites, -n auto):", file=sys.stderr)
             out["scale"] = scale([int(s) for s in args.scale.split(",")], args.reps, work)
@@ -236,7 +319,8 @@ def main() -> int:
     slim = json.loads(json.dumps(out, default=str))
     for r in slim.get("runs", {}).values():
         r.pop("gate", None)
-    (ROOT / "reports/benchmark.json").write_text(json.dumps(slim, indent=2))
+    name = "benchmark-sick.json" if args.sick else "benchmark.json"
+    (ROOT / "reports" / name).write_text(json.dumps(slim, indent=2))
     return 0
 
 
@@ -268,6 +352,17 @@ def print_tables(out: dict[str, Any]) -> None:
                      f" {shell['checks']} checks takes {sw / ours:.1f}× our full run of"
                      f" {ours_checks}")
         print(line)
+    sick_out = out.get("sick")
+    if sick_out:
+        healthy = statistics.median(sick_out["healthy"]["walls"])
+        print(f"\nhealthy full run (-n auto), same session: {stats(sick_out['healthy']['walls'])}"
+              f" over {len(sick_out['healthy']['walls'])} runs, failed "
+              f"{sick_out['healthy']['failed']}")
+        print("\n| fault | wall time | ratio to healthy | checks failed |\n|---|---|---|---|")
+        for name, r in sick_out["faults"].items():
+            med = statistics.median(r["walls"])
+            failed = sorted(r["failed"])[len(r["failed"]) // 2]
+            print(f"| `{name}` | {stats(r['walls'])} | {med / healthy:.2f}× | {failed} |")
     sc = out.get("scale")
     if sc:
         print("\n| application services | checks | wall time (-n auto, generic suites) |\n"

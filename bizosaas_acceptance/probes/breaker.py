@@ -58,12 +58,19 @@ ADDRESS_DEAD = ("connection refused", "connect timeout", "not HTTP", "host name 
 SILENT = ("no response within", "no complete response within")
 
 SERVICE, ROUTE = "service", "route"
+#: File name prefix of the markers of slow requests in flight (single flight).
+PENDING = "pending-"
 
 
-def route_of(path: str) -> str:
-    """The route key of a URL path: no query, no trailing slash ("/" stays "/")."""
-    path = path.split("?", 1)[0] or "/"
-    return path.rstrip("/") or "/"
+def route_of(url_or_path: str) -> str:
+    """The route key: the exact path and query of a request (``/api/clients/?limit=5``).
+
+    Exact on purpose: ``/api/clients`` (a redirect), ``/api/clients/?limit=abc``
+    (a 400 before any query) and ``/api/clients/`` (the locked listing) behave
+    differently, and only a route that itself stayed silent is written off.
+    """
+    parts = urlsplit(url_or_path)
+    return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
 
 
 def current_check() -> str:
@@ -139,8 +146,7 @@ class Topology:
                 continue
             for prefix, upstream in sapi.routes.items():
                 if upstream in netloc:
-                    topo.gateways.setdefault(gw, {})[route_of(f"/api/{prefix}")] = \
-                        netloc[upstream]
+                    topo.gateways.setdefault(gw, {})[f"/api/{prefix}"] = netloc[upstream]
             for ep in sapi.endpoints:
                 if ep.via in netloc and ep.direct and "{" not in ep.path:
                     topo.aliases[(gw, route_of(ep.path))] = (netloc[ep.via],
@@ -152,8 +158,9 @@ class Topology:
 
     def upstream(self, netloc: str, route: str) -> str | None:
         """The upstream address a gateway path is routed to (None: not a routed path)."""
+        path = route.split("?", 1)[0]
         for prefix, up in self.gateways.get(netloc, {}).items():
-            if route == prefix or route.startswith(prefix + "/"):
+            if path == prefix or path.startswith(prefix + "/"):
                 return up
         return None
 
@@ -184,6 +191,10 @@ class Breaker:
         self._lock = threading.Lock()
         self._seen_mtime: int | None = None
         self._answered: dict[str, float] = {}  # netloc -> wall clock of the last answer
+        #: (netloc, route) -> (owner token, wall-clock deadline) of a slow request in
+        #: flight; ours in _own_pending, every process's (files) in _pending.
+        self._own_pending: dict[tuple[str, str], tuple[str, float]] = {}
+        self._pending: dict[tuple[str, str], tuple[str, float]] = {}
         if directory is not None:
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
 
@@ -197,8 +208,7 @@ class Breaker:
     # ------------------------------------------------------------------ keys
 
     def where(self, url: str) -> Dest:
-        parts = urlsplit(url)
-        netloc, route = parts.netloc, route_of(parts.path)
+        netloc, route = urlsplit(url).netloc, route_of(url)
         up = self.topology.upstream(netloc, route)
         key = self.topology.aliases.get((netloc, route), (netloc, route))
         return Dest(netloc, route, up, key[0], key[1])
@@ -228,14 +238,20 @@ class Breaker:
             names = [n for n in os.listdir(self.directory) if n.endswith(".json")]
         except OSError:
             return
+        pending: dict[tuple[str, str], tuple[str, float]] = {}
         for name in names:
             try:
                 data = json.loads((self.directory / name).read_text())
+                if name.startswith(PENDING):
+                    pending[(data["netloc"], data["route"])] = (data["owner"], data["deadline"])
+                    continue
                 trip = Trip(**data)
-            except (OSError, ValueError, TypeError):
+            except (OSError, ValueError, TypeError, KeyError):
                 continue
             with self._lock:
                 self._trips.setdefault((trip.scope, trip.netloc, trip.route), trip)
+        with self._lock:
+            self._pending = pending
 
     def blocking(self, where: Dest) -> Trip | None:
         """The trip that refuses a request to ``where``, if any."""
@@ -293,6 +309,52 @@ class Breaker:
         except OSError:
             pass  # the run's directory is gone (run ending): this process still knows
 
+    # ------------------------------------------------------------------ single flight
+
+    def slow(self, where: Dest, deadline: float) -> str:
+        """Say that a request to ``where``'s route is slow (past the watchdog's
+        first look) and in flight until ``deadline`` (wall clock); returns the
+        token that :meth:`done` takes. Others wait for its outcome instead of
+        piling more requests onto a route that may hang."""
+        key = (where.key_netloc, where.key_route)
+        token = f"{os.getpid()}.{threading.get_ident()}.{time.monotonic_ns()}"
+        with self._lock:
+            self._own_pending[key] = (token, deadline)
+        if self.directory is not None:
+            final = self.directory / f"{PENDING}{self._file(ROUTE, *key)}"
+            tmp = self.directory / f".{final.name}.{token}.tmp"
+            try:
+                tmp.write_text(json.dumps({"netloc": key[0], "route": key[1], "owner": token,
+                                           "deadline": deadline}))
+                os.replace(tmp, final)
+            except OSError:
+                pass
+        return token
+
+    def done(self, where: Dest, token: str) -> None:
+        """The slow request of ``token`` ended (answer, error or trip)."""
+        key = (where.key_netloc, where.key_route)
+        with self._lock:
+            if self._own_pending.get(key, ("",))[0] == token:
+                del self._own_pending[key]
+        if self.directory is not None:
+            final = self.directory / f"{PENDING}{self._file(ROUTE, *key)}"
+            try:
+                if json.loads(final.read_text()).get("owner") == token:
+                    final.unlink()
+            except (OSError, ValueError):
+                pass
+
+    def pending(self, where: Dest) -> float | None:
+        """The deadline of a slow request to ``where``'s route in flight (None: none)."""
+        self._sync()
+        key = (where.key_netloc, where.key_route)
+        now = time.time()
+        with self._lock:
+            entries = [e for e in (self._own_pending.get(key), self._pending.get(key)) if e]
+        live = [deadline for _, deadline in entries if deadline > now]
+        return max(live) if live else None
+
     def answered(self, netloc: str) -> None:
         with self._lock:
             self._answered[netloc] = time.time()
@@ -305,8 +367,7 @@ class Breaker:
         return self.topology.health.get(netloc)
 
     def is_health(self, netloc: str, route: str) -> bool:
-        path = self.topology.health.get(netloc)
-        return path is not None and route_of(path) == route
+        return self.topology.health.get(netloc) == route
 
     def dump(self) -> list[dict[str, Any]]:
         """Every trip as data (for reports and self-tests)."""
