@@ -199,6 +199,26 @@ def test_gateway_call_is_attributed_to_the_hung_upstream(hung: RawServer) -> Non
         assert probe.request("GET", f"http://127.0.0.1:{gw.port}/api/status").status == 200
 
 
+def test_gateway_still_asked_when_upstream_refuses() -> None:
+    """An upstream that refuses connections costs nothing to ask about: the gateway
+    answers for it at once (502, or its own 401), so that answer is still checked."""
+    from selftest.hostile import closed_port
+
+    dead = closed_port()
+    bad_gateway = json_reply(502, {"error": {"code": 502}})
+    with HostileHttp({"/health": json_reply(200, {"status": "ok"}),
+                      "/api/up/items": bad_gateway}) as gw:
+        topo = _topology(gateway=gw.port, upstream=dead)
+        topo.gateways[f"127.0.0.1:{gw.port}"] = {"/api/up": f"127.0.0.1:{dead}"}
+        probe = HttpProbe(TIMEOUT, Breaker(topo))
+        direct = probe.request("GET", f"http://127.0.0.1:{dead}/health")
+        assert "refused" in direct.error
+        again = probe.request("GET", f"http://127.0.0.1:{dead}/api/x")
+        assert again.not_attempted and "upstream refused the connection" in again.error
+        routed = probe.request("GET", f"http://127.0.0.1:{gw.port}/api/up/items")
+        assert routed.status == 502 and not routed.not_attempted, routed
+
+
 # --------------------------------------------------------------------------- the real suite
 
 RUN_TIMEOUT = 2.0

@@ -21,8 +21,9 @@ Two scopes, keyed by the service's address (``host:port``):
 
 A request through a gateway (``/api/<prefix>/...`` routed to an upstream) is
 attributed to the upstream: it is refused at once when the upstream is known
-to hang, its silence counts against the upstream, and a documented gateway
-path shares its route key with the upstream's own path (``direct``).
+to hang (not when it merely refuses connections: the gateway answers for that
+at once itself), its silence counts against the upstream, and a documented
+gateway path shares its route key with the upstream's own path (``direct``).
 
 Across processes the state lives in the run's private shared directory
 (:func:`~bizosaas_acceptance.probes.snapshot.shared_dir`): one small JSON file
@@ -112,6 +113,11 @@ class Trip:
     error: str
     at: float  # wall clock of the failure
     check: str  # the check (or probe) that saw it first
+
+    @property
+    def hung(self) -> bool:
+        """Silent (answers never come), as opposed to refused or not HTTP (at once)."""
+        return any(k in self.error for k in SILENT)
 
     def refusal(self, waited_s: float | None = None) -> str:
         """The error of a request refused (or given up) because of this trip."""
@@ -258,12 +264,17 @@ class Breaker:
         self._sync()
         with self._lock:
             for key in ((SERVICE, where.netloc, ""),
-                        (SERVICE, where.upstream or "", ""),
                         (ROUTE, where.netloc, where.route),
                         (ROUTE, where.key_netloc, where.key_route)):
                 trip = self._trips.get(key)
                 if trip is not None:
                     return trip
+            # Behind a gateway only a *hung* upstream refuses the call: the gateway
+            # would wait on it too. One that refuses connections is answered for
+            # by the gateway at once (502, or its own 401), so that is still asked.
+            trip = self._trips.get((SERVICE, where.upstream or "", ""))
+            if trip is not None and trip.hung:
+                return trip
         return None
 
     def trips(self) -> list[Trip]:
