@@ -167,7 +167,7 @@ def _failing(gate: dict[str, Any]) -> list[str]:
     return out
 
 
-def sick(reps: int, work: Path, names: list[str] | None) -> dict[str, Any]:
+def sick(reps: int, work: Path, names: list[str] | None, fault_reps: int = 1) -> dict[str, Any]:
     """Full runs (-n auto) with one fault on at a time, against healthy runs of the
     same session (before and after); the stack is healed after each fault.
 
@@ -194,16 +194,21 @@ def sick(reps: int, work: Path, names: list[str] | None) -> dict[str, Any]:
     healthy_runs("before")
     try:
         for name in chosen:
-            _sandbox("fault", name)
-            runs = [pytest_run(["-n", "auto"], work / f"sick-{name}-{i}") for i in range(reps)]
-            _sandbox("heal")
+            runs = []
+            for i in range(fault_reps):
+                # Switched on afresh for every run: a fault's effects may accumulate
+                # (requests stuck behind a table lock hold the service's connections).
+                _sandbox("fault", name)
+                runs.append(pytest_run(["-n", "auto"], work / f"sick-{name}-{i}"))
+                _sandbox("heal")
             walls = [r["wall"] for r in runs]
             failed = [r["gate"].get("failed", 0) + r["gate"].get("errors", 0) for r in runs]
             slow = sorted(((float(c.get("duration") or 0), c["nodeid"])
                            for c in runs[-1]["gate"].get("checks", [])), reverse=True)[:3]
             results["faults"][name] = {"walls": walls, "failed": failed,
                                        "ret": [r["ret"] for r in runs], "slowest": slow,
-                                       "failing": _failing(runs[-1]["gate"])}
+                                       "failing": _failing(runs[-1]["gate"]),
+                                       "verdict": runs[-1]["gate"].get("verdict")}
             print(f"  {name:22s} {stats(walls):>16s}  failed {failed}", file=sys.stderr)
     finally:
         _sandbox("heal")
@@ -298,6 +303,8 @@ def main() -> int:
                     help="only the sick-stack table (switches faults: hold the stack lock)")
     ap.add_argument("--faults", default="",
                     help="with --sick: comma-separated fault names (default: all)")
+    ap.add_argument("--fault-reps", type=int, default=1,
+                    help="with --sick: runs per fault (healthy runs: --reps before and after)")
     args = ap.parse_args()
     parts = {"sick"} if args.sick else set(args.only.split(","))
     out: dict[str, Any] = {}
@@ -310,7 +317,8 @@ def main() -> int:
             out["shell"] = bench_shell(args.reps)
         if "sick" in parts:
             print("sick stack (full runs, -n auto, one fault at a time):", file=sys.stderr)
-            out["sick"] = sick(args.reps, work, [n for n in args.faults.split(",") if n])
+            out["sick"] = sick(args.reps, work, [n for n in args.faults.split(",") if n],
+                               args.fault_reps)
         if "scale" in parts:
             print("scaling (generic suites, -n auto):", file=sys.stderr)
             out["scale"] = scale([int(s) for s in args.scale.split(",")], args.reps, work)
@@ -358,11 +366,14 @@ def print_tables(out: dict[str, Any]) -> None:
         print(f"\nhealthy full run (-n auto), same session: {stats(sick_out['healthy']['walls'])}"
               f" over {len(sick_out['healthy']['walls'])} runs, failed "
               f"{sick_out['healthy']['failed']}")
-        print("\n| fault | wall time | ratio to healthy | checks failed |\n|---|---|---|---|")
+        print("\n| fault | wall time | ratio to healthy | checks failed | slowest check |\n"
+              "|---|---|---|---|---|")
         for name, r in sick_out["faults"].items():
             med = statistics.median(r["walls"])
             failed = sorted(r["failed"])[len(r["failed"]) // 2]
-            print(f"| `{name}` | {stats(r['walls'])} | {med / healthy:.2f}× | {failed} |")
+            slow = r["slowest"][0] if r["slowest"] else (0.0, "-")
+            print(f"| `{name}` | {stats(r['walls'])} | {med / healthy:.2f}× | {failed} | "
+                  f"{slow[0]:.1f} s |")
     sc = out.get("scale")
     if sc:
         print("\n| application services | checks | wall time (-n auto, generic suites) |\n"
