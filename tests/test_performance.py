@@ -25,6 +25,10 @@ How it is measured (and how the runner's own overhead is kept out):
   of requests (40 per service, at most 10 s) round-robin over the service's
   documented GETs; transport errors, 5xx and undocumented statuses count as
   errors; the rate must stay below ``error_rate_pct``.
+- Both stop as soon as the verdict is decided: sampling once the mean cannot
+  come under budget even if the remaining samples took 0 ms, or once a sample
+  failed (the check fails on any); the load once its errors alone reach the
+  limit over all of its requests. A sick service costs seconds, not minutes.
 
 The figures are in every check's message, in the report's user properties
 (``user_properties`` "perf" and "load") and in the HTML report (a small chart per
@@ -231,6 +235,8 @@ def measure(api: ApiCaller, endpoint: Endpoint, url: str, samples: int,
             continue
         if all(not r.ok for r in replies):
             break  # unreachable: more samples would only repeat the error
+        if any(not (r.ok and r.status == endpoint.status) for r in replies):
+            break  # a failed sample fails the check whatever the others show
         # Even if every remaining sample took 0 ms, the mean would stay above
         # the limit: the figures so far already decide.
         if mean_limit_ms is not None and spent / samples > mean_limit_ms:
@@ -356,19 +362,31 @@ def test_error_rate_under_load(api_service: ServiceApi, api: ApiCaller, stack: S
             urls.append((ep, api.url(ep.service, ep.path)))
     workers = int(request.config.stash[SETTINGS].get("perf_concurrency") or 4)
     deadline = time.monotonic() + LOAD_DEADLINE_S
+    limit = float(stack.threshold("error_rate_pct"))
+    # Errors that fail the check even if every other request of the LOAD_REQUESTS
+    # succeeded: once seen, the verdict is decided and no more requests are sent.
+    deciding = max(1, math.ceil(limit * LOAD_REQUESTS / 100)) if limit > 0 else 1
+    failed = [0]
+    decided = threading.Event()
+    lock = threading.Lock()
 
     def one(i: int) -> tuple[Endpoint, Reply | None]:
         ep, url = urls[i % len(urls)]
-        if time.monotonic() > deadline:
+        if time.monotonic() > deadline or decided.is_set():
             return ep, None
-        return ep, api.http.request("GET", url, headers=api.headers(ep))
+        reply = api.http.request("GET", url, headers=api.headers(ep))
+        if not reply.ok or reply.status != ep.status:
+            with lock:
+                failed[0] += 1
+                if failed[0] >= deciding:
+                    decided.set()
+        return ep, reply
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = list(pool.map(one, range(LOAD_REQUESTS)))
     sent = [(ep, r) for ep, r in results if r is not None]
     errors = [(ep, r) for ep, r in sent if not r.ok or r.status != ep.status]
     rate = len(errors) / len(sent) * 100 if sent else 100.0
-    limit = float(stack.threshold("error_rate_pct"))
     per_ep: dict[str, list[float]] = {}
     for ep, r in sent:
         if r.ok:
@@ -390,6 +408,8 @@ def test_error_rate_under_load(api_service: ServiceApi, api: ApiCaller, stack: S
           expected=f"error rate < {limit:g}% over {LOAD_REQUESTS} requests "
                    f"({workers} concurrent, at most {LOAD_DEADLINE_S:g} s)",
           seen=f"{len(errors)} errors in {len(sent)} requests"
+               + (f" (stopped there: {len(errors)} errors already reach {limit:g}% of "
+                  f"{LOAD_REQUESTS})" if decided.is_set() and len(sent) < LOAD_REQUESTS else "")
                + (f"; first: {first.method} {first.url} -> {first.describe(120)}"
                   if first is not None else ""),
           cause=cause, why=why,
