@@ -167,9 +167,16 @@ def _failing(gate: dict[str, Any]) -> list[str]:
     return out
 
 
-def sick(reps: int, work: Path, names: list[str] | None, fault_reps: int = 1) -> dict[str, Any]:
-    """Full runs (-n auto) with one fault on at a time, against healthy runs of the
-    same session (before and after); the stack is healed after each fault.
+def sick(reps: int, work: Path, names: list[str] | None, fault_reps: int = 1,
+         settle: float = 10.0) -> dict[str, Any]:
+    """Full runs (-n auto) with one fault on at a time, each paired with a healthy
+    run just before it; healthy runs also open and close the session.
+
+    Every run starts ``settle`` seconds after the stack changed (switching a fault
+    and healing recreate containers; a fresh stand-in is busy starting for a few
+    seconds), so fault and healthy runs meet the same conditions. The ratio is the
+    fault run's wall time over its paired healthy run's (the machine's load
+    drifts over a benchmark of many minutes; a pair sees the same).
 
     Run it holding the stack lock for the whole benchmark:
     ``flock /tmp/bizosaas-stack.lock python3 benchmarks/bench.py --sick``.
@@ -179,40 +186,50 @@ def sick(reps: int, work: Path, names: list[str] | None, fault_reps: int = 1) ->
 
     chosen = names or [*sandbox_faults.load(), *SICK_EXTRA]
     _sandbox("heal")
-    results: dict[str, Any] = {"healthy": {"walls": [], "failed": []}, "faults": {}}
+    results: dict[str, Any] = {"healthy": {"walls": [], "failed": [], "failing": []},
+                               "faults": {}, "settle_s": settle}
 
-    def healthy_runs(tag: str) -> None:
-        for i in range(reps):
-            r = pytest_run(["-n", "auto"], work / f"healthy-{tag}-{i}")
-            results["healthy"]["walls"].append(r["wall"])
-            results["healthy"]["failed"].append(r["gate"].get("failed", 0)
-                                                + r["gate"].get("errors", 0))
-            results["healthy"].setdefault("failing", []).append(_failing(r["gate"]))
-            print(f"  healthy            {r['wall']:6.2f} s  failed "
-                  f"{results['healthy']['failed'][-1]}", file=sys.stderr)
+    def healthy_run(tag: str) -> dict[str, Any]:
+        time.sleep(settle)
+        r = pytest_run(["-n", "auto"], work / f"healthy-{tag}")
+        results["healthy"]["walls"].append(r["wall"])
+        results["healthy"]["failed"].append(r["gate"].get("failed", 0)
+                                            + r["gate"].get("errors", 0))
+        results["healthy"]["failing"].append(_failing(r["gate"]))
+        print(f"  healthy                {r['wall']:6.2f} s  failed "
+              f"{results['healthy']['failed'][-1]}", file=sys.stderr)
+        return r
 
-    healthy_runs("before")
+    for i in range(reps):
+        healthy_run(f"before-{i}")
     try:
         for name in chosen:
-            runs = []
+            runs, pairs = [], []
             for i in range(fault_reps):
+                pairs.append(healthy_run(f"{name}-{i}")["wall"])
                 # Switched on afresh for every run: a fault's effects may accumulate
                 # (requests stuck behind a table lock hold the service's connections).
                 _sandbox("fault", name)
+                time.sleep(settle)
                 runs.append(pytest_run(["-n", "auto"], work / f"sick-{name}-{i}"))
                 _sandbox("heal")
             walls = [r["wall"] for r in runs]
             failed = [r["gate"].get("failed", 0) + r["gate"].get("errors", 0) for r in runs]
             slow = sorted(((float(c.get("duration") or 0), c["nodeid"])
                            for c in runs[-1]["gate"].get("checks", [])), reverse=True)[:3]
-            results["faults"][name] = {"walls": walls, "failed": failed,
+            results["faults"][name] = {"walls": walls, "paired_healthy": pairs,
+                                       "ratios": [w / h for w, h in zip(walls, pairs,
+                                                                        strict=True)],
+                                       "failed": failed,
                                        "ret": [r["ret"] for r in runs], "slowest": slow,
                                        "failing": _failing(runs[-1]["gate"]),
                                        "verdict": runs[-1]["gate"].get("verdict")}
-            print(f"  {name:22s} {stats(walls):>16s}  failed {failed}", file=sys.stderr)
+            print(f"  {name:22s} {stats(walls):>16s}  paired healthy {stats(pairs)}  "
+                  f"failed {failed}", file=sys.stderr)
     finally:
         _sandbox("heal")
-    healthy_runs("after")
+    for i in range(reps):
+        healthy_run(f"after-{i}")
     return results
 
 
@@ -305,6 +322,8 @@ def main() -> int:
                     help="with --sick: comma-separated fault names (default: all)")
     ap.add_argument("--fault-reps", type=int, default=1,
                     help="with --sick: runs per fault (healthy runs: --reps before and after)")
+    ap.add_argument("--settle", type=float, default=10.0,
+                    help="with --sick: seconds to wait after the stack changed before a run")
     args = ap.parse_args()
     parts = {"sick"} if args.sick else set(args.only.split(","))
     out: dict[str, Any] = {}
@@ -318,7 +337,7 @@ def main() -> int:
         if "sick" in parts:
             print("sick stack (full runs, -n auto, one fault at a time):", file=sys.stderr)
             out["sick"] = sick(args.reps, work, [n for n in args.faults.split(",") if n],
-                               args.fault_reps)
+                               args.fault_reps, args.settle)
         if "scale" in parts:
             print("scaling (generic suites, -n auto):", file=sys.stderr)
             out["scale"] = scale([int(s) for s in args.scale.split(",")], args.reps, work)
@@ -366,14 +385,18 @@ def print_tables(out: dict[str, Any]) -> None:
         print(f"\nhealthy full run (-n auto), same session: {stats(sick_out['healthy']['walls'])}"
               f" over {len(sick_out['healthy']['walls'])} runs, failed "
               f"{sick_out['healthy']['failed']}")
-        print("\n| fault | wall time | ratio to healthy | checks failed | slowest check |\n"
-              "|---|---|---|---|---|")
+        print("\n| fault | wall time | paired healthy run | ratio | checks failed | "
+              "slowest check |\n|---|---|---|---|---|---|")
         for name, r in sick_out["faults"].items():
-            med = statistics.median(r["walls"])
             failed = sorted(r["failed"])[len(r["failed"]) // 2]
             slow = r["slowest"][0] if r["slowest"] else (0.0, "-")
-            print(f"| `{name}` | {stats(r['walls'])} | {med / healthy:.2f}× | {failed} | "
-                  f"{slow[0]:.1f} s |")
+            print(f"| `{name}` | {stats(r['walls'])} | {stats(r['paired_healthy'])} | "
+                  f"{statistics.median(r['ratios']):.2f}× | {failed} | {slow[0]:.1f} s |")
+        worst = max(sick_out["faults"].items(), key=lambda kv: statistics.median(kv[1]["ratios"]),
+                    default=None)
+        if worst:
+            print(f"\nworst: {worst[0]} at {statistics.median(worst[1]['ratios']):.2f}× its "
+                  f"paired healthy run; session median healthy {healthy:.2f} s")
     sc = out.get("scale")
     if sc:
         print("\n| application services | checks | wall time (-n auto, generic suites) |\n"
