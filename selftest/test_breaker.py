@@ -84,21 +84,24 @@ def test_locked_route_costs_one_timeout_and_only_that_route(locked: HostileHttp)
     base = f"http://127.0.0.1:{locked.port}"
     probe = HttpProbe(TIMEOUT, Breaker(_topology(locked=locked.port)))
     took, first = _timed(probe, f"{base}/api/locked")
-    assert TIMEOUT - 0.1 < took < TIMEOUT + 1.0 and f"no response within {TIMEOUT:g}s" in \
-        first.error
+    assert TIMEOUT - 0.1 < took < TIMEOUT + 1.0 and re.match(
+        rf"no (complete )?response within {TIMEOUT:g}s", first.error), first.error
     took, again = _timed(probe, f"{base}/api/locked")
     assert took < 0.05 and again.not_attempted, (took, again)
-    assert re.fullmatch(
+    assert re.match(
         rf"not attempted: locked GET /api/locked did not answer within {TIMEOUT:g} s at "
         r"\d\d:\d\d:\d\d in test_locked_route_costs_one_timeout_and_only_that_route "
-        rf"\(first failure: GET {base}/api/locked -> no response within {TIMEOUT:g}s\)",
-        again.error), again.error
-    # A route is exact (path and query): another spelling is another route, still asked
-    # (a slash-less path may be a redirect, a bad query a 400 before any table is read).
+        rf"\(first failure: GET {base}/api/locked -> no (complete )?response within "
+        rf"{TIMEOUT:g}s", again.error), again.error
+    # A route is exact (method, path and query): another spelling is another route,
+    # still asked (a slash-less path may be a redirect, a bad query a 400 before any
+    # table is read, a CORS preflight is answered without reading it).
     assert probe.request("GET", f"{base}/api/locked/").status == 404
+    other_method = probe.request("POST", f"{base}/api/locked")  # the server: 501, at once
+    assert other_method.status == 501 and not other_method.not_attempted, other_method
     assert probe.request("GET", f"{base}/api/free").status == 200
     assert probe.request("GET", f"{base}/health").status == 200
-    assert [(t.scope, t.route) for t in probe.breaker.trips()] == [(ROUTE, "/api/locked")]
+    assert [(t.scope, t.route) for t in probe.breaker.trips()] == [(ROUTE, "GET /api/locked")]
 
 
 def test_hung_service_trips_whole_service(hung: RawServer) -> None:
@@ -148,11 +151,12 @@ def test_single_flight_waits_instead_of_piling_on(tmp_path: Path,
     """A second request to a route whose first is still (slowly) in flight waits for
     that one's outcome instead of adding a request the server cannot answer."""
     url = f"http://127.0.0.1:{locked.port}/api/locked"
-    probes = [HttpProbe(TIMEOUT, Breaker(_topology(locked=locked.port), tmp_path / "b"))
+    budget = 2 * TIMEOUT  # room for a busy machine: the marker is written at 0.25 s
+    probes = [HttpProbe(budget, Breaker(_topology(locked=locked.port), tmp_path / "b"))
               for _ in range(2)]  # two "workers" on one shared directory
 
     def second() -> tuple[float, Any]:
-        time.sleep(0.5)
+        time.sleep(budget / 2)
         return _timed(probes[1], url)
 
     with ThreadPoolExecutor(max_workers=2) as pool:
@@ -160,9 +164,9 @@ def test_single_flight_waits_instead_of_piling_on(tmp_path: Path,
         first = _timed(probes[0], url)
         took, reply = late.result()
     assert HITS.get("/api/locked") == 1, HITS  # the server saw one request, not two
-    assert first[1].error.startswith("no response within")
+    assert re.match(r"no (complete )?response within", first[1].error), first[1].error
     assert reply.not_attempted and "given up after" in reply.error, reply.error
-    assert took < TIMEOUT, took  # ended with the first one's timeout, not its own
+    assert took < budget * 0.75, took  # ended with the first one's timeout, not its own
 
 
 def test_breaker_is_shared_across_processes(tmp_path: Path, locked: HostileHttp) -> None:

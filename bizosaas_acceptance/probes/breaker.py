@@ -14,10 +14,11 @@ Two scopes, keyed by the service's address (``host:port``):
   refused, times out, or gets something that is not HTTP; when the service's
   health path stays silent for the whole budget; or when a route stays silent
   and the health path then gives no answer within :data:`LIVENESS_S` either.
-- **route** ``(address, path)``: one path only (query left out, trailing slash
-  ignored). Tripped when that path stays silent for the whole budget while the
-  service's health path still answers: a locked table hangs the routes that
-  read it, the others keep answering and keep being checked.
+- **route** ``(address, method, path and query)``: that request only. Tripped
+  when it stays silent for the whole budget while the service's health path
+  still answers: a locked table hangs the routes that read it, the others (a
+  CORS preflight of the same path, a 400 for a bad query) keep answering and
+  keep being checked.
 
 A request through a gateway (``/api/<prefix>/...`` routed to an upstream) is
 attributed to the upstream: it is refused at once when the upstream is known
@@ -92,9 +93,7 @@ def what_failed(error: str, budget: float) -> str:
         return "answered with something that is not HTTP"
     if "does not resolve" in error:
         return "does not resolve"
-    if "no complete response" in error:
-        return f"gave no complete answer within {budget:g} s"
-    if "no response within" in error:
+    if "no complete response" in error or "no response within" in error:
         return f"did not answer within {budget:g} s"
     return f"failed ({error})"
 
@@ -162,9 +161,9 @@ class Topology:
     def name(self, netloc: str) -> str:
         return self.names.get(netloc, netloc)
 
-    def upstream(self, netloc: str, route: str) -> str | None:
+    def upstream(self, netloc: str, path: str) -> str | None:
         """The upstream address a gateway path is routed to (None: not a routed path)."""
-        path = route.split("?", 1)[0]
+        path = path.split("?", 1)[0]
         for prefix, up in self.gateways.get(netloc, {}).items():
             if path == prefix or path.startswith(prefix + "/"):
                 return up
@@ -176,10 +175,20 @@ class Dest:
     """Where one request goes, as the breaker keys it."""
 
     netloc: str
-    route: str
+    method: str
+    path: str  # path and query
     upstream: str | None  # the service behind a gateway path
     key_netloc: str  # the address whose route key this request shares
-    key_route: str
+    key_path: str
+
+    @property
+    def route(self) -> str:
+        """The route key: ``GET /api/clients/``."""
+        return f"{self.method} {self.path}"
+
+    @property
+    def key_route(self) -> str:
+        return f"{self.method} {self.key_path}"
 
     @property
     def subject_netloc(self) -> str:
@@ -213,11 +222,11 @@ class Breaker:
 
     # ------------------------------------------------------------------ keys
 
-    def where(self, url: str) -> Dest:
-        netloc, route = urlsplit(url).netloc, route_of(url)
-        up = self.topology.upstream(netloc, route)
-        key = self.topology.aliases.get((netloc, route), (netloc, route))
-        return Dest(netloc, route, up, key[0], key[1])
+    def where(self, url: str, method: str = "GET") -> Dest:
+        netloc, path = urlsplit(url).netloc, route_of(url)
+        up = self.topology.upstream(netloc, path)
+        key = self.topology.aliases.get((netloc, path), (netloc, path))
+        return Dest(netloc, method.upper(), path, up, key[0], key[1])
 
     @staticmethod
     def _file(scope: str, netloc: str, route: str) -> str:
@@ -377,8 +386,10 @@ class Breaker:
     def health_path(self, netloc: str) -> str | None:
         return self.topology.health.get(netloc)
 
-    def is_health(self, netloc: str, route: str) -> bool:
-        return self.topology.health.get(netloc) == route
+    def is_health(self, where: Dest) -> bool:
+        """Whether ``where`` is a GET of its own service's health path."""
+        return (where.upstream is None and where.method == "GET"
+                and self.topology.health.get(where.netloc) == where.path)
 
     def dump(self) -> list[dict[str, Any]]:
         """Every trip as data (for reports and self-tests)."""
