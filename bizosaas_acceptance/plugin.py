@@ -156,10 +156,20 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     parametrize(metafunc, metafunc.config.stash[STACK])
 
 
+#: Suites whose checks talk HTTP to the services (the others ask Docker, the
+#: databases, Vault and Temporal).
+_HTTP_SUITES = frozenset({"health", "api", "endpoints", "performance", "integration"})
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     _drop_hygiene_without_compose(config, items)
     for item in items:
         label(item)
+    # HTTP checks last (stable: module order kept within each group). A hung
+    # service costs its one timeout in the run's opening probe, which starts
+    # with the run; the other checks fill that time instead of waiting on it
+    # (xdist hands out checks in this order). Same work, same verdicts.
+    items.sort(key=lambda item: dict(item.user_properties).get("suite") in _HTTP_SUITES)
 
 
 #: Check families that exist only when their option is given (marker: setting).
