@@ -29,7 +29,9 @@ How it is measured (and how the runner's own overhead is kept out):
   come under budget even if the remaining samples took 0 ms, or once a sample
   failed (the check fails on any; after 5 samples, or at once when the failed
   one was itself slower than the budget); the load once its errors alone reach
-  the limit over all of its requests. A sick service costs seconds, not minutes.
+  the limit over all of its requests. A sick service costs seconds, not minutes
+  (a slow one still costs perf-samples x budget per endpoint: that much of its
+  time is what decides a mean).
 
 The figures are in every check's message, in the report's user properties
 (``user_properties`` "perf" and "load") and in the HTML report (a small chart per
@@ -214,7 +216,8 @@ def baseline_ms(api: ApiCaller, service: str) -> float:
 
 
 #: Stop sampling early once the verdict cannot change (a slow or failing
-#: endpoint must not cost samples x its latency), but never before this many.
+#: endpoint must not cost samples x its latency); without a decided mean, a
+#: failure is judged on at least this many samples.
 MIN_SAMPLES = 5
 
 
@@ -235,16 +238,16 @@ def measure(api: ApiCaller, endpoint: Endpoint, url: str, samples: int,
         failed = not (reply.ok and reply.status == endpoint.status)
         if failed and mean_limit_ms is not None and reply.elapsed_ms > mean_limit_ms:
             break  # a failed sample fails the check; a slow one is not worth repeating
+        # Even if every remaining sample took 0 ms, the mean would stay above
+        # the limit: the figures so far already decide (however few they are).
+        if mean_limit_ms is not None and spent / samples > mean_limit_ms:
+            break
         if len(replies) < MIN_SAMPLES:
             continue
         if all(not r.ok for r in replies):
             break  # unreachable: more samples would only repeat the error
         if any(not (r.ok and r.status == endpoint.status) for r in replies):
             break  # a failed sample fails the check whatever the others show
-        # Even if every remaining sample took 0 ms, the mean would stay above
-        # the limit: the figures so far already decide.
-        if mean_limit_ms is not None and spent / samples > mean_limit_ms:
-            break
     good = [r for r in replies if r.ok and r.status == endpoint.status]
     server = [server_ms(r) for r in good]
     if good and all(s is not None for s in server):
