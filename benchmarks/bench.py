@@ -18,6 +18,11 @@ Reports (markdown tables on stdout, raw numbers in reports/benchmark.json):
 - logs: the logs suite's time and peak memory with logs at 1x, 10x, 100x the
   reference stack's volume (synthetic, in throwaway containers; see
   benchmarks/logs_bench.py).
+- ``--sick``: the sick-stack table: a full run with each fault of
+  ``sandbox/faults.yaml`` switched on in turn (frozen container, locked table,
+  stopped critical service and dead port included), wall time against healthy
+  runs of the same session, and how many checks failed. It changes the shared
+  stack: ``flock /tmp/bizosaas-stack.lock python3 benchmarks/bench.py --sick``.
 
 This is a measurement script, not a test: it never fails on a slow number.
 """
@@ -139,6 +144,99 @@ def bench_shell(reps: int) -> dict[str, Any]:
     return {"walls": walls, "checks": count}
 
 
+# --------------------------------------------------------------------------- sick stack
+
+#: Faults of the sick-stack table beyond sandbox/faults.yaml's own list: none
+#: (the frozen container, the locked table and the stopped critical service are
+#: entries there; amazon-wrong-port is the dead port).
+SICK_EXTRA: list[str] = []
+
+
+def _sandbox(*args: str) -> None:
+    proc = subprocess.run([sys.executable, "-m", "sandbox", *args], cwd=ROOT,
+                          capture_output=True, text=True, env=clean_env(), timeout=600)
+    if proc.returncode != 0:
+        raise SystemExit(f"python -m sandbox {' '.join(args)} failed:\n{proc.stdout}\n"
+                         f"{proc.stderr}")
+
+
+def _failing(gate: dict[str, Any]) -> list[str]:
+    """Failed checks as 'nodeid: first line of seen' (what the table's count is made of)."""
+    out = []
+    for c in gate.get("checks", []):
+        if c["outcome"] in ("failed", "error"):
+            seen = next((ln.strip() for ln in (c.get("message") or "").splitlines()
+                         if ln.strip().startswith("seen:")), "")
+            out.append(f"{c['nodeid']} ({float(c.get('duration') or 0):.2f} s): {seen[:200]}")
+    return out
+
+
+def sick(reps: int, work: Path, names: list[str] | None, fault_reps: int = 1,
+         settle: float = 10.0) -> dict[str, Any]:
+    """Full runs (-n auto) with one fault on at a time, each paired with a healthy
+    run just before it; healthy runs also open and close the session.
+
+    Every run starts ``settle`` seconds after the stack changed (switching a fault
+    and healing recreate containers; a fresh stand-in is busy starting for a few
+    seconds), so fault and healthy runs meet the same conditions. The ratio is the
+    fault run's wall time over its paired healthy run's (the machine's load
+    drifts over a benchmark of many minutes; a pair sees the same).
+
+    Run it holding the stack lock for the whole benchmark:
+    ``flock /tmp/bizosaas-stack.lock python3 benchmarks/bench.py --sick``.
+    """
+    sys.path.insert(0, str(ROOT))
+    from sandbox import faults as sandbox_faults
+
+    chosen = names or [*sandbox_faults.load(), *SICK_EXTRA]
+    _sandbox("heal")
+    results: dict[str, Any] = {"healthy": {"walls": [], "failed": [], "failing": []},
+                               "faults": {}, "settle_s": settle}
+
+    def healthy_run(tag: str) -> dict[str, Any]:
+        time.sleep(settle)
+        r = pytest_run(["-n", "auto"], work / f"healthy-{tag}")
+        results["healthy"]["walls"].append(r["wall"])
+        results["healthy"]["failed"].append(r["gate"].get("failed", 0)
+                                            + r["gate"].get("errors", 0))
+        results["healthy"]["failing"].append(_failing(r["gate"]))
+        print(f"  healthy                {r['wall']:6.2f} s  failed "
+              f"{results['healthy']['failed'][-1]}", file=sys.stderr)
+        return r
+
+    for i in range(reps):
+        healthy_run(f"before-{i}")
+    try:
+        for name in chosen:
+            runs, pairs = [], []
+            for i in range(fault_reps):
+                pairs.append(healthy_run(f"{name}-{i}")["wall"])
+                # Switched on afresh for every run: a fault's effects may accumulate
+                # (requests stuck behind a table lock hold the service's connections).
+                _sandbox("fault", name)
+                time.sleep(settle)
+                runs.append(pytest_run(["-n", "auto"], work / f"sick-{name}-{i}"))
+                _sandbox("heal")
+            walls = [r["wall"] for r in runs]
+            failed = [r["gate"].get("failed", 0) + r["gate"].get("errors", 0) for r in runs]
+            slow = sorted(((float(c.get("duration") or 0), c["nodeid"])
+                           for c in runs[-1]["gate"].get("checks", [])), reverse=True)[:3]
+            results["faults"][name] = {"walls": walls, "paired_healthy": pairs,
+                                       "ratios": [w / h for w, h in zip(walls, pairs,
+                                                                        strict=True)],
+                                       "failed": failed,
+                                       "ret": [r["ret"] for r in runs], "slowest": slow,
+                                       "failing": _failing(runs[-1]["gate"]),
+                                       "verdict": runs[-1]["gate"].get("verdict")}
+            print(f"  {name:22s} {stats(walls):>16s}  paired healthy {stats(pairs)}  "
+                  f"failed {failed}", file=sys.stderr)
+    finally:
+        _sandbox("heal")
+    for i in range(reps):
+        healthy_run(f"after-{i}")
+    return results
+
+
 # --------------------------------------------------------------------------- scaling
 
 REPLICA_IMAGE = "local/bizosaas-app:1"
@@ -225,8 +323,16 @@ def main() -> int:
     ap.add_argument("--log-factors", default="1,10,100",
                     help="log volumes, as multiples of the reference stack's")
     ap.add_argument("--log-caps", default="50M", help="logs.max_bytes values to run at")
+    ap.add_argument("--sick", action="store_true",
+                    help="only the sick-stack table (switches faults: hold the stack lock)")
+    ap.add_argument("--faults", default="",
+                    help="with --sick: comma-separated fault names (default: all)")
+    ap.add_argument("--fault-reps", type=int, default=1,
+                    help="with --sick: runs per fault (healthy runs: --reps before and after)")
+    ap.add_argument("--settle", type=float, default=10.0,
+                    help="with --sick: seconds to wait after the stack changed before a run")
     args = ap.parse_args()
-    parts = set(args.only.split(","))
+    parts = {"sick"} if args.sick else set(args.only.split(","))
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="bizosaas-bench-") as tmp:
         work = Path(tmp)
@@ -235,6 +341,10 @@ def main() -> int:
             out["runs"] = bench_runs(args.reps, work)
         if "shell" in parts:
             out["shell"] = bench_shell(args.reps)
+        if "sick" in parts:
+            print("sick stack (full runs, -n auto, one fault at a time):", file=sys.stderr)
+            out["sick"] = sick(args.reps, work, [n for n in args.faults.split(",") if n],
+                               args.fault_reps, args.settle)
         if "scale" in parts:
             print("scaling (generic suites, -n auto):", file=sys.stderr)
             out["scale"] = scale([int(s) for s in args.scale.split(",")], args.reps, work)
@@ -249,7 +359,8 @@ def main() -> int:
     slim = json.loads(json.dumps(out, default=str))
     for r in slim.get("runs", {}).values():
         r.pop("gate", None)
-    (ROOT / "reports/benchmark.json").write_text(json.dumps(slim, indent=2))
+    name = "benchmark-sick.json" if args.sick else "benchmark.json"
+    (ROOT / "reports" / name).write_text(json.dumps(slim, indent=2))
     return 0
 
 
@@ -287,6 +398,24 @@ def _print_suite_tables(out: dict[str, Any]) -> None:
                      f" {shell['checks']} checks takes {sw / ours:.1f}× our full run of"
                      f" {ours_checks}")
         print(line)
+    sick_out = out.get("sick")
+    if sick_out:
+        healthy = statistics.median(sick_out["healthy"]["walls"])
+        print(f"\nhealthy full run (-n auto), same session: {stats(sick_out['healthy']['walls'])}"
+              f" over {len(sick_out['healthy']['walls'])} runs, failed "
+              f"{sick_out['healthy']['failed']}")
+        print("\n| fault | wall time | paired healthy run | ratio | checks failed | "
+              "slowest check |\n|---|---|---|---|---|---|")
+        for name, r in sick_out["faults"].items():
+            failed = sorted(r["failed"])[len(r["failed"]) // 2]
+            slow = r["slowest"][0] if r["slowest"] else (0.0, "-")
+            print(f"| `{name}` | {stats(r['walls'])} | {stats(r['paired_healthy'])} | "
+                  f"{statistics.median(r['ratios']):.2f}× | {failed} | {slow[0]:.1f} s |")
+        worst = max(sick_out["faults"].items(), key=lambda kv: statistics.median(kv[1]["ratios"]),
+                    default=None)
+        if worst:
+            print(f"\nworst: {worst[0]} at {statistics.median(worst[1]['ratios']):.2f}× its "
+                  f"paired healthy run; session median healthy {healthy:.2f} s")
     sc = out.get("scale")
     if sc:
         print("\n| application services | checks | wall time (-n auto, generic suites) |\n"

@@ -73,10 +73,23 @@ def _runs_checks(config: pytest.Config) -> bool:
         "collectonly", "help", "markers", "showfixtures", "version"))
 
 
+def _one_gc_at_exit(config: pytest.Config) -> None:
+    """pytest runs five full garbage collections when each process ends (to find
+    unraisable exceptions in ``__del__`` of cyclic garbage): about 0.2 s per
+    process with the clients loaded, on the controller at the very end of the
+    run. One collection finds what matters here."""
+    try:
+        from _pytest.unraisableexception import gc_collect_iterations_key
+    except ImportError:  # another pytest: leave its default
+        return
+    config.stash.setdefault(gc_collect_iterations_key, 1)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     for name, text in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {text}")
+    _one_gc_at_exit(config)
     settings = options.resolve_all(config)
     # Whether --target-host was given at all: an explicit host beats the
     # environment section's and the remote Docker engine's (model/target.py).
@@ -119,14 +132,19 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.hookimpl(trylast=True, specname="pytest_configure")
 def pytest_configure_snapshot(config: pytest.Config) -> None:
-    """The controller takes the run's Docker snapshot while collection and workers start."""
+    """While collection and workers start, the controller takes the run's Docker
+    snapshot and asks every HTTP service's health path once (the breaker's opening probe)."""
     if not (_is_controller(config) and _runs_checks(config)):
         return
     from bizosaas_acceptance.probes.docker import prefetch_snapshot
+    from bizosaas_acceptance.probes.preflight import opening_probe
 
+    args = (config.stash[RUN_ID], config.stash[STACK], config.stash[TARGET])
     threading.Thread(target=prefetch_snapshot, daemon=True, name="bizosaas-snapshot",
-                     args=(config.stash[RUN_ID], config.stash[STACK], config.stash[TARGET]),
-                     ).start()
+                     args=args).start()
+    # A hung HTTP service costs its one timeout now, while workers start.
+    threading.Thread(target=opening_probe, daemon=True, name="bizosaas-opening",
+                     args=args).start()
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -163,11 +181,21 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     parametrize(metafunc, metafunc.config.stash[STACK])
 
 
+#: Suites whose checks talk HTTP to the services (the others ask Docker, the
+#: databases, Vault and Temporal).
+_HTTP_SUITES = frozenset({"health", "api", "endpoints", "performance", "integration"})
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     _drop_hygiene_without_compose(config, items)
     _drop_by_swarm_mode(config, items)
     for item in items:
         label(item)
+    # HTTP checks last (stable: module order kept within each group). A hung
+    # service costs its one timeout in the run's opening probe, which starts
+    # with the run; the other checks fill that time instead of waiting on it
+    # (xdist hands out checks in this order). Same work, same verdicts.
+    items.sort(key=lambda item: dict(item.user_properties).get("suite") in _HTTP_SUITES)
 
 
 #: Check families that exist only when their option is given (marker: setting).

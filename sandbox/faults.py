@@ -122,6 +122,8 @@ def _wait_symptom(client, fault: Fault, say: Callable[[str], None], timeout: flo
                 return
             if fault.symptom == "running" and state.get("Status") == "running":
                 return
+            if fault.symptom in ("paused", "exited") and state.get("Status") == fault.symptom:
+                return
         except NotFound:
             seen = "absent"
             if fault.symptom == "absent":
@@ -181,6 +183,10 @@ def _run_action(client, fault: Fault) -> None:
     elif fault.action == "image-drift":
         # "Rebuilt": the tag now names another image; the container is not recreated.
         _tag(client, stack.BASE_IMAGE, fault.override["image"])
+    elif fault.action == "pause":
+        client.containers.get(name).pause()
+    elif fault.action == "lock-table":
+        _lock_table(client)
     else:
         raise SandboxError(f"{FAULTS_FILE}: fault {fault.name}: unknown action {fault.action!r}")
 
@@ -219,12 +225,73 @@ def _drop_drift_tags(say: Callable[[str], None]) -> None:
             say(f"left {ref} in place: it is the image's only tag")
 
 
+# The crm-table-lock fault: which table, for how long at most, and how the
+# holder is found again (heal terminates it; otherwise it ends by itself).
+LOCK_TABLE = "crm.clients"
+LOCK_SECONDS = 600
+LOCK_APP = "bizosaas-fault-table-lock"
+#: crm's Redis DB and the cache keys of what reads the table (a cached answer
+#: would not touch the table at all).
+LOCK_CACHE = (3, "*cache:clients:*")
+
+
+def _psql(client, sql: str, *, detach: bool = False) -> str:
+    pg = client.containers.get(_container_name("postgres"))
+    cmd = ["psql", "-U", "bizosaas", "-d", "bizosaas_staging", "-v", "ON_ERROR_STOP=1",
+           "-tAc", sql]
+    res = pg.exec_run(cmd, environment={"PGAPPNAME": LOCK_APP}, detach=detach)
+    if detach:
+        return ""
+    if res.exit_code != 0:
+        raise SandboxError(f"psql failed ({res.exit_code}): {res.output[-200:]!r}")
+    return res.output.decode(errors="replace").strip()
+
+
+def _lock_table(client) -> None:
+    """Hold the lock in a detached psql, wait until it is granted, drop cached reads."""
+    _psql(client, f"BEGIN; LOCK TABLE {LOCK_TABLE} IN ACCESS EXCLUSIVE MODE; "
+                  f"SELECT pg_sleep({LOCK_SECONDS});", detach=True)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        held = _psql(client, "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a "  # noqa: S608
+                             "USING (pid) WHERE a.application_name = "
+                             f"'{LOCK_APP}' AND l.mode = 'AccessExclusiveLock' AND l.granted "
+                             f"AND l.relation = '{LOCK_TABLE}'::regclass")
+        if held.splitlines() and held.splitlines()[-1] == "1":
+            break
+        time.sleep(0.2)
+    else:
+        raise SandboxError(f"fault crm-table-lock: the lock on {LOCK_TABLE} was not granted "
+                           "within 15 s")
+    db, pattern = LOCK_CACHE
+    redis = client.containers.get(_container_name("redis"))
+    redis.exec_run(["sh", "-c", f'export REDISCLI_AUTH="$REDIS_PASSWORD"; redis-cli -n {db} '
+                                f'--scan --pattern "{pattern}" | xargs -r redis-cli -n {db} del'])
+
+
+def _undo_action(client, fault: Fault | None) -> None:
+    """What recreating the service does not undo: a pause, a lock held elsewhere."""
+    if fault is None or not fault.action:
+        return
+    if fault.action == "pause":
+        from docker.errors import APIError, NotFound
+
+        try:
+            client.containers.get(_container_name(fault.service)).unpause()
+        except (APIError, NotFound):
+            pass  # not paused (any more)
+    elif fault.action == "lock-table":
+        _psql(client, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "  # noqa: S608
+                      f"WHERE application_name = '{LOCK_APP}' AND pid <> pg_backend_pid()")
+
+
 def heal(say: Callable[[str], None]) -> None:
     """Recreate what the active fault touched from the base compose file."""
-    stack.docker_client()
+    client = stack.docker_client()
     current = active()
     if current:
         fault = load().get(current)
+        _undo_action(client, fault)
         service = fault.service if fault else json.loads(STATE_FILE.read_text())["service"]
         say(f"healing {current}: recreating {service}")
         stack.compose(["up", "-d", "--no-build", "--no-deps", "--force-recreate", service])

@@ -31,6 +31,13 @@ How it is measured (and how the runner's own overhead is kept out):
   documented GETs; transport errors, 5xx and undocumented statuses count as
   errors; the rate must stay below ``error_rate_pct``. This is the run's load
   phase (see below).
+- Both stop as soon as the verdict is decided: sampling once the mean cannot
+  come under budget even if the remaining samples took 0 ms, or once a sample
+  failed (the check fails on any; after 5 samples, or at once when the failed
+  one was itself slower than the budget); the load once its errors alone reach
+  the limit over all of its requests. A sick service costs seconds, not minutes
+  (a slow one still costs perf-samples x budget per endpoint: that much of its
+  time is what decides a mean).
 - Stability across the load phase ("no memory leaks", "database connections
   stable"): each application service's memory at the start of the run (the
   Docker snapshot the controller takes at configure time, before any check
@@ -227,29 +234,38 @@ def baseline_ms(api: ApiCaller, service: str) -> float:
 
 
 #: Stop sampling early once the verdict cannot change (a slow or failing
-#: endpoint must not cost samples x its latency), but never before this many.
+#: endpoint must not cost samples x its latency); without a decided mean, a
+#: failure is judged on at least this many samples.
 MIN_SAMPLES = 5
 
 
 def measure(api: ApiCaller, endpoint: Endpoint, url: str, samples: int,
             mean_limit_ms: float | None = None) -> tuple[Figures, list[Reply]]:
     headers = api.headers(endpoint)
-    base = baseline_ms(api, endpoint.service)
-    api.http.request("GET", url, headers=headers)  # warm-up: caches, connection pool
+    # Warm-up first (caches, connection pool): a target known to hang or refuse
+    # fails it at once (the run's breaker), and then the network baseline's
+    # connects are not worth their time either.
+    warm = api.http.request("GET", url, headers=headers)
+    base = baseline_ms(api, endpoint.service) if warm.ok else runner_overhead_ms(api)
     replies: list[Reply] = []
     spent = 0.0
     for _ in range(samples):
         reply = api.http.request("GET", url, headers=headers)
         replies.append(reply)
         spent += max(0.0, reply.elapsed_ms - base)
+        failed = not (reply.ok and reply.status == endpoint.status)
+        if failed and mean_limit_ms is not None and reply.elapsed_ms > mean_limit_ms:
+            break  # a failed sample fails the check; a slow one is not worth repeating
+        # Even if every remaining sample took 0 ms, the mean would stay above
+        # the limit: the figures so far already decide (however few they are).
+        if mean_limit_ms is not None and spent / samples > mean_limit_ms:
+            break
         if len(replies) < MIN_SAMPLES:
             continue
         if all(not r.ok for r in replies):
             break  # unreachable: more samples would only repeat the error
-        # Even if every remaining sample took 0 ms, the mean would stay above
-        # the limit: the figures so far already decide.
-        if mean_limit_ms is not None and spent / samples > mean_limit_ms:
-            break
+        if any(not (r.ok and r.status == endpoint.status) for r in replies):
+            break  # a failed sample fails the check whatever the others show
     good = [r for r in replies if r.ok and r.status == endpoint.status]
     # Our own clock decides; what the service says about itself is only shown.
     values = [max(0.0, r.elapsed_ms - base) for r in good]
@@ -384,8 +400,9 @@ def _workers(config: pytest.Config) -> int:
     return int(config.stash[SETTINGS].get("perf_concurrency") or 4)
 
 
-def _run_load(api: ApiCaller, sapi: ServiceApi, workers: int) -> dict[str, Any]:
-    """LOAD_REQUESTS requests round-robin over the service's GETs from ``workers`` threads."""
+def _run_load(api: ApiCaller, sapi: ServiceApi, workers: int, limit: float) -> dict[str, Any]:
+    """LOAD_REQUESTS requests round-robin over the service's GETs from ``workers``
+    threads; stopped early once the errors alone reach ``limit`` percent."""
     urls = []
     for ep in _load_endpoints(sapi):
         try:
@@ -393,12 +410,23 @@ def _run_load(api: ApiCaller, sapi: ServiceApi, workers: int) -> dict[str, Any]:
         except ResolveError:
             urls.append((ep, api.url(ep.service, ep.path)))
     deadline = time.monotonic() + LOAD_DEADLINE_S
+    # Errors that fail the check even if every other request of the LOAD_REQUESTS
+    # succeeded: once seen, the verdict is decided and no more requests are sent.
+    deciding = max(1, math.ceil(limit * LOAD_REQUESTS / 100)) if limit > 0 else 1
+    failed = [0]
+    decided = threading.Event()
+    lock = threading.Lock()
 
     def one(i: int) -> dict[str, Any] | None:
         ep, url = urls[i % len(urls)]
-        if time.monotonic() > deadline:
+        if time.monotonic() > deadline or decided.is_set():
             return None
         r = api.http.request("GET", url, headers=api.headers(ep))
+        if not r.ok or r.status != ep.status:
+            with lock:
+                failed[0] += 1
+                if failed[0] >= deciding:
+                    decided.set()
         return {"path": ep.path, "expected": ep.status, "method": r.method, "url": r.url,
                 "status": r.status, "error": r.error, "elapsed_ms": r.elapsed_ms,
                 "describe": r.describe(120)}
@@ -407,7 +435,7 @@ def _run_load(api: ApiCaller, sapi: ServiceApi, workers: int) -> dict[str, Any]:
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = list(pool.map(one, range(LOAD_REQUESTS)))
     return {"started": started, "ended": time.time(), "workers": workers,
-            "requests": [r for r in results if r is not None]}
+            "decided": decided.is_set(), "requests": [r for r in results if r is not None]}
 
 
 def pg_connections(stack: Stack, target: Target) -> dict[str, Any]:
@@ -449,7 +477,7 @@ def service_load(api: ApiCaller, stack: Stack, target: Target, sapi: ServiceApi,
     def produce() -> dict[str, Any]:
         # Before any service's load starts: the connection figure it is compared with.
         shared(run_id, "load-before", lambda: pg_connections(stack, target), wait=LOAD_WAIT_S)
-        return _run_load(api, sapi, workers)
+        return _run_load(api, sapi, workers, float(stack.threshold("error_rate_pct")))
 
     return shared(run_id, f"load-{sapi.key}", produce, wait=LOAD_WAIT_S)
 
@@ -499,11 +527,11 @@ def test_error_rate_under_load(api_service: ServiceApi, api: ApiCaller, stack: S
     if not _load_endpoints(api_service):
         pytest.skip(f"{api_service.key} documents no timed GET")
     workers = _workers(request.config)
+    limit = float(stack.threshold("error_rate_pct"))
     load = service_load(api, stack, target, api_service, workers, run_id)
     sent = load["requests"]
     errors = [r for r in sent if r["error"] is not None or r["status"] != r["expected"]]
     rate = len(errors) / len(sent) * 100 if sent else 100.0
-    limit = float(stack.threshold("error_rate_pct"))
     per_ep: dict[str, list[float]] = {}
     for r in sent:
         if r["error"] is None:
@@ -527,6 +555,9 @@ def test_error_rate_under_load(api_service: ServiceApi, api: ApiCaller, stack: S
           expected=f"error rate < {limit:g}% over {LOAD_REQUESTS} requests "
                    f"({workers} concurrent, at most {LOAD_DEADLINE_S:g} s)",
           seen=f"{len(errors)} errors in {len(sent)} requests"
+               + (f" (stopped there: {len(errors)} errors already reach {limit:g}% of "
+                  f"{LOAD_REQUESTS})" if load.get("decided") and len(sent) < LOAD_REQUESTS
+                  else "")
                + (f"; first: {first['method']} {first['url']} -> {first['describe']}"
                   if first is not None else ""),
           cause=cause, why=why,

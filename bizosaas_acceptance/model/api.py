@@ -22,9 +22,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from bizosaas_acceptance.model.manifest import STACKS_DIR, ManifestError, Service, Stack, read_yaml
+from bizosaas_acceptance.model.manifest import (
+    STACKS_DIR,
+    ManifestError,
+    Service,
+    Stack,
+    load_yaml,
+    read_yaml,
+)
 from bizosaas_acceptance.secrets import clip
 
 API_SCHEMA_FILE = STACKS_DIR / "api.schema.yaml"
@@ -147,7 +152,7 @@ class ApiSpec:
 def _file_validator() -> Any:
     import jsonschema
 
-    return jsonschema.Draft202012Validator(yaml.safe_load(API_SCHEMA_FILE.read_text()))
+    return jsonschema.Draft202012Validator(load_yaml(API_SCHEMA_FILE.read_text()))
 
 
 def _where(err: Any) -> str:

@@ -35,7 +35,7 @@ import functools
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -222,11 +222,36 @@ class BoundedDocker:
         self.client.close()
 
 
+def _import_docker(ssh: bool) -> Any:
+    """``import docker``, without paramiko unless the engine is reached over ssh://.
+
+    docker-py imports paramiko (for ssh:// engines) at import time whenever it
+    is installed: about a quarter of a second of CPU in every process that
+    touches Docker, for nothing on a local or tcp:// engine. Hiding it for the
+    duration of the import makes docker-py skip its ssh transport (it guards
+    that import), and nothing else of ours uses paramiko.
+    """
+    import sys
+
+    if ssh or "docker" in sys.modules or "paramiko" in sys.modules:
+        import docker
+
+        return docker
+    sys.modules["paramiko"] = None  # type: ignore[assignment]  # import -> ImportError
+    try:
+        import docker
+    finally:
+        if sys.modules.get("paramiko", 0) is None:
+            del sys.modules["paramiko"]
+    return docker
+
+
 def _docker_client(target: Target, timeout: float) -> Any:
     """A docker-py client; creating one already asks the engine for its API version."""
-    import docker
+    ssh = bool(target.docker_host and target.docker_host.startswith("ssh://"))
+    docker = _import_docker(ssh)
 
-    if target.docker_host and target.docker_host.startswith("ssh://"):
+    if ssh:
         # paramiko (no ssh binary needed); ~/.ssh/config and known_hosts apply.
         client = docker.DockerClient(base_url=target.docker_host, timeout=timeout,
                                      use_ssh_client=False, max_pool_size=SSH_CHANNELS)
@@ -275,19 +300,25 @@ def take_docker_snapshot(client: Any, stack: Stack, target: Target) -> dict[str,
         from bizosaas_acceptance.probes.swarm import take_swarm_snapshot
 
         return take_swarm_snapshot(client, stack, target)
-    from bizosaas_acceptance.probes.snapshot import take_snapshot
+    from bizosaas_acceptance.probes.snapshot import take_inspect
 
-    return take_snapshot(client, snapshot_names(stack))
+    # Inspect only: the stats samples wait for the engine's ticks, so they are
+    # a separate shared part (``docker-usage``) that only usage checks wait for.
+    return take_inspect(client, snapshot_names(stack))
 
 
-def docker_state_from(raw: dict[str, Any]) -> DockerState:
-    """A :class:`DockerState` from a snapshot as :func:`take_docker_snapshot` made it."""
+def docker_state_from(raw: dict[str, Any],
+                      usage: Callable[[], dict[str, dict[str, Any]]] | None = None
+                      ) -> DockerState:
+    """A :class:`DockerState` from a snapshot as :func:`take_docker_snapshot` made
+    it; ``usage`` reads the stats part on first use when the snapshot has none."""
     swarm = None
     if raw.get("swarm") is not None:
         from bizosaas_acceptance.probes.swarm import SwarmView
 
         swarm = SwarmView(raw["swarm"])
-    return DockerState(raw["containers"], raw["usage"], raw["images"], raw["taken_at"], swarm)
+    source = raw["usage"] if "usage" in raw else (usage or {})
+    return DockerState(raw["containers"], source, raw["images"], raw["taken_at"], swarm)
 
 
 def log_stream(client: Any, container: str, attrs: dict[str, Any], **kwargs: Any) -> Any:
@@ -311,14 +342,24 @@ def log_stream(client: Any, container: str, attrs: dict[str, Any], **kwargs: Any
 
 @dataclass
 class DockerState:
-    """What the snapshot says about containers, by container name."""
+    """What the snapshot says about containers, by container name.
+
+    ``usage`` (stats) may be given as a callable: it is then read on first use,
+    so checks that never look at usage never wait for its samples.
+    """
 
     containers: dict[str, dict[str, Any] | None]
-    usage: dict[str, dict[str, Any]]
+    usage_source: dict[str, dict[str, Any]] | Callable[[], dict[str, dict[str, Any]]]
     images: dict[str, bool]
     taken_at: float
     #: The Swarm stack's services, tasks and nodes (``--swarm-stack``); None otherwise.
     swarm: SwarmView | None = None
+
+    @property
+    def usage(self) -> dict[str, dict[str, Any]]:
+        if callable(self.usage_source):
+            self.usage_source = self.usage_source()
+        return self.usage_source
 
     def __repr__(self) -> str:
         return f"<docker state of {len(self.containers)} containers>"
@@ -484,12 +525,16 @@ def prefetch_snapshot(run_id: str, stack: Stack, target: Target) -> None:
     written. Any failure is left for the fixtures to report.
     """
     from bizosaas_acceptance.outcome import Diagnosed
-    from bizosaas_acceptance.probes.snapshot import shared
+    from bizosaas_acceptance.probes.snapshot import running_names, shared, take_usage
 
+    wait = snapshot_budget(target.connect_timeout) + target.connect_timeout
     try:
         client = connect_docker(target)
-        shared(run_id, "docker-snapshot", lambda: take_docker_snapshot(client, stack, target),
-               wait=snapshot_budget(target.connect_timeout) + target.connect_timeout)
+        raw = shared(run_id, "docker-snapshot",
+                     lambda: take_docker_snapshot(client, stack, target), wait=wait)
+        if "usage" not in raw:  # Swarm snapshots carry their usage already
+            shared(run_id, "docker-usage", lambda: take_usage(client, running_names(raw)),
+                   wait=wait)
     except (Exception, Diagnosed):  # noqa: BLE001, S110 - the fixtures report it properly
         pass
 
