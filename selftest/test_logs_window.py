@@ -107,6 +107,12 @@ def test_window_takes_the_latest_start() -> None:
     # The engine's clock runs 30 s ahead: the previous run's time is moved with it.
     w = probe.choose_window(started=started, now=now, previous=999_000.0, offset=30)
     assert w.start == 999_030.0 - probe.HISTORY_SLACK_S
+    # The previous run began moments after the container started: the window
+    # starts after the container's first lines (its startup lines), so it does
+    # not cover the start, and the startup lines are looked for from the start.
+    w = probe.choose_window(started=started, now=now, previous=started + 0.7
+                            + probe.HISTORY_SLACK_S)
+    assert "previous run" in w.reason and not w.covers_start, w
 
 
 def test_logs_since_decides_alone_but_not_before_the_start() -> None:

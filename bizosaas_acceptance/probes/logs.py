@@ -191,8 +191,10 @@ class Window:
     @property
     def covers_start(self) -> bool:
         """Whether the window reaches back to the container's start."""
-        return self.start is None or self.started is None or \
-            self.start <= self.started + START_SLACK_S
+        # Not a second later: a service prints its startup lines within
+        # milliseconds of its start, so a window that begins even a moment
+        # after it leaves them out (then they are looked for from the start).
+        return self.start is None or self.started is None or self.start <= self.started
 
 
 def choose_window(*, started: float | None, now: float, since: Since | None = None,
