@@ -410,20 +410,25 @@ class Records:
         with self._lock:
             return [r for r in self.items if r.open]
 
-    def remove_all(self) -> list[str]:
-        """Remove every open record (newest first); one problem per record not removed.
+    def remove_all(self) -> list[tuple[Record, str]]:
+        """Remove every open record (newest first); (record, problem) per record
+        not removed.
 
+        Each record is tried once, by the check that created it: one that could
+        not be removed is reported there, stays "failed" in the journal (the next
+        run's sweep retries it) and is never blamed on a later check.
         A Ctrl-C arriving meanwhile waits until every removal is done (each
         request is bounded by the HTTP timeout).
         """
         problems = []
+        handled = self.open_records()
         with sigint_deferred():
-            for rec in reversed(self.open_records()):
+            for rec in reversed(handled):
                 problem = self.remove(rec)
                 if problem:
-                    problems.append(problem)
+                    problems.append((rec, problem))
         with self._lock:
-            self.items = [r for r in self.items if r.open]
+            self.items = [r for r in self.items if r.open and r not in handled]
         return problems
 
     def remove(self, rec: Record) -> str | None:
