@@ -9,7 +9,7 @@ Checks ask for one of these arguments and are parametrized from the manifest
 - ``secret_ref``: (service, variable) for every required secret;
 - ``dependency``: (service, dependency) for every depends_on/upstream edge;
 - ``database``: every PostgreSQL database the manifest lists;
-- from the API description: ``endpoint``, ``route``, ``perf_endpoint``,
+- from the API description: ``endpoint``, ``schema_endpoint``, ``route``, ``perf_endpoint``,
   ``protected_endpoint``, ``api_service``, ``bad_request``, ``openapi_service``,
   ``brain_route``.
 """
@@ -94,12 +94,15 @@ def _owner(st: Stack, key: str, value: Any) -> Service:
 # From the API description (stacks/api/<stack>.yaml): ``endpoint`` every endpoint
 # the api suite can send as documented; ``route`` every endpoint that can be
 # probed without writing; ``perf_endpoint`` timed GETs; ``protected_endpoint``
-# endpoints that need a token; ``api_service`` every described service
-# (``openapi_service`` those documenting an OpenAPI document);
+# endpoints that need a token; ``schema_endpoint`` those that document a body
+# schema (no check exists where there is nothing to compare); ``api_service``
+# every described service (``openapi_service`` those documenting an OpenAPI document);
 # ``brain_route`` (gateway, prefix, target) of every documented route prefix.
 PARAMETERS.update({
     "endpoint": lambda st: _api_params(st, lambda spec, s: [
         (e, e.ident) for e in s.endpoints if e.has_example]),
+    "schema_endpoint": lambda st: _api_params(st, lambda spec, s: [
+        (e, e.ident) for e in s.endpoints if e.has_example and e.schema]),
     "route": lambda st: _api_params(st, lambda spec, s: [
         (e, e.ident) for e in s.endpoints
         if (e.method == "GET" and e.has_example) or (e.method != "GET" and e.auth)

@@ -73,3 +73,29 @@ def test_readme_states_the_derived_counts(expected: dict[str, int]) -> None:
     stated = {name: int(n) for name, n in re.findall(r"(\w+) (\d+)", m.group(2))}
     assert stated == expected, f"README says {stated}, the manifest gives {expected}"
     assert int(m.group(1)) == sum(expected.values())
+
+
+def test_no_schema_check_where_none_is_documented(tmp_path: Path) -> None:
+    """An endpoint documenting no body schema has no test_schema check (one that
+    could only pass); its other checks stay."""
+    import yaml
+
+    from bizosaas_acceptance.model.manifest import DEFAULT_MANIFEST
+
+    api = yaml.safe_load((ROOT / "stacks" / "api" / "bizosaas-staging.yaml").read_text())
+    ep = next(e for e in api["services"]["django-crm"]["endpoints"]
+              if e["path"] == "/api/clients/" and e.get("method", "GET") == "GET")
+    ep.pop("schema")
+    (tmp_path / "api.yaml").write_text(yaml.safe_dump(api, sort_keys=False))
+    doc = yaml.safe_load(DEFAULT_MANIFEST.read_text())
+    doc["api"] = str(tmp_path / "api.yaml")
+    (tmp_path / "stack.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    out = subprocess.run([sys.executable, "-m", "pytest", "--co", "-q", "-p", "no:html",
+                          "-o", "addopts=", "-p", "no:cacheprovider",
+                          f"--stack={tmp_path / 'stack.yaml'}", "tests/test_api.py"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    ids = out.stdout.splitlines()
+    assert "tests/test_api.py::test_status[django-crm-GET-/api/clients/]" in ids
+    assert "tests/test_api.py::test_schema[django-crm-GET-/api/clients/]" not in ids
+    assert "tests/test_api.py::test_schema[django-crm-GET-/api/contacts/]" in ids

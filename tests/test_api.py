@@ -111,8 +111,9 @@ def test_content_type(endpoint: Endpoint, request: pytest.FixtureRequest, target
           next_cmd=_next(api, endpoint, reply, stack))
 
 
-def test_schema(endpoint: Endpoint, request: pytest.FixtureRequest, target: Target,
+def test_schema(schema_endpoint: Endpoint, request: pytest.FixtureRequest, target: Target,
                 stack: Stack, api_spec) -> None:
+    endpoint = schema_endpoint
     api = _caller(endpoint, request, target)
     reply = _answer(api, endpoint, stack)
     data = _json(reply, endpoint)
