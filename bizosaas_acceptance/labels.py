@@ -38,6 +38,8 @@ MARKERS: dict[str, str] = {
              "limits from the service spec, nodes, overlay networks; only with --swarm-stack",
     "compose_only": "a check of what only Compose sets on a container (restart policy and "
                     "count, bridge network); replaced by its swarm counterpart with --swarm-stack",
+    "asks_http": "a check outside the HTTP suites that asks the services over HTTP: "
+                 "scheduled with them, after the run's opening probe has found any hang",
     "verify": "quick post-deploy subset (containers, health, infra, network, resources)",
     "critical": "check of a critical service: a failure fails the gate",
     "service(key)": "the service a check is about (stack manifest key)",

@@ -195,7 +195,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     # service costs its one timeout in the run's opening probe, which starts
     # with the run; the other checks fill that time instead of waiting on it
     # (xdist hands out checks in this order). Same work, same verdicts.
-    items.sort(key=lambda item: dict(item.user_properties).get("suite") in _HTTP_SUITES)
+    items.sort(key=lambda item: dict(item.user_properties).get("suite") in _HTTP_SUITES
+               or item.get_closest_marker("asks_http") is not None)
 
 
 #: Check families that exist only when their option is given (marker: setting).
