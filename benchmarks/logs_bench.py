@@ -47,6 +47,7 @@ if str(ROOT) not in sys.path:
 
 from bizosaas_acceptance.model.manifest import load_manifest, parse_size  # noqa: E402
 from bizosaas_acceptance.probes import logs as probe  # noqa: E402
+from bizosaas_acceptance.probes.docker import docker_time  # noqa: E402
 from selftest.stackrun import clean_env  # noqa: E402
 
 IMAGE = "local/bizosaas-base:1"
@@ -166,7 +167,7 @@ def _reader_time(container: str, cap: int) -> float:
     judge = probe.LineJudge([re.compile(p) for p in staging["error_patterns"]],
                             [re.compile(p) for p in staging.get("allow") or []],
                             ["logbench started"])
-    start = probe.docker_time(api.inspect_container(container)["State"]["StartedAt"])
+    start = docker_time(api.inspect_container(container)["State"]["StartedAt"])
     window = probe.choose_window(started=start, now=time.time(), bound_s=86400)
     t0 = time.perf_counter()
     probe.scan_log(api, container, window=window, judge=judge, max_bytes=cap, deadline_s=120)

@@ -74,14 +74,7 @@ class Fault:
 
 
 def load() -> dict[str, Fault]:
-    raw = yaml.load(FAULTS_FILE.read_text(), Loader=_Loader)  # noqa: S506 - SafeLoader subclass
-    faults = {}
-    for name, body in raw.items():
-        try:
-            faults[name] = Fault(name=name, **body)
-        except TypeError as exc:
-            raise SandboxError(f"{FAULTS_FILE}: fault {name!r}: {exc}") from None
-    return faults
+    return stack.load_faults_file(FAULTS_FILE, Fault, _Loader)
 
 
 def active() -> str | None:

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import yaml
 
@@ -39,6 +40,29 @@ HASH_LABEL = "org.bizosaas.sandbox.src-hash"
 
 class SandboxError(Exception):
     """A failure to report as one line (what, where, how to fix)."""
+
+
+T = TypeVar("T")
+
+
+def load_faults_file(path: Path, make: Callable[..., T],
+                     loader: type[yaml.SafeLoader] = yaml.SafeLoader) -> dict[str, T]:
+    """A faults file (name -> fields) as ``make(name=..., **fields)`` per fault;
+    a YAML or field error is one SandboxError naming the file and the fault."""
+    try:
+        raw = yaml.load(path.read_text(), Loader=loader)  # noqa: S506 - a SafeLoader
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else "?"
+        raise SandboxError(f"{path}: {where}: invalid YAML "
+                           f"({getattr(exc, 'problem', exc)})") from None
+    out = {}
+    for name, body in (raw or {}).items():
+        try:
+            out[name] = make(name=name, **body)
+        except TypeError as exc:
+            raise SandboxError(f"{path}: fault {name!r}: {exc}") from None
+    return out
 
 
 @dataclass(frozen=True)

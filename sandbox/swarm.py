@@ -660,20 +660,7 @@ class SwarmFault:
 
 
 def load_faults() -> dict[str, SwarmFault]:
-    try:
-        raw = yaml.safe_load(FAULTS_FILE.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark else "?"
-        raise SandboxError(f"{FAULTS_FILE}: {where}: invalid YAML "
-                           f"({getattr(exc, 'problem', exc)})") from None
-    out = {}
-    for name, body in raw.items():
-        try:
-            out[name] = SwarmFault(name=name, **body)
-        except TypeError as exc:
-            raise SandboxError(f"{FAULTS_FILE}: fault {name!r}: {exc}") from None
-    return out
+    return stack.load_faults_file(FAULTS_FILE, SwarmFault)
 
 
 def _svc(name: str) -> str:

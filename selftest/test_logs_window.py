@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 
 from bizosaas_acceptance.probes import logs as probe
+from bizosaas_acceptance.probes.docker import docker_time
 from selftest.hostile import write_manifest
 from selftest.stackrun import run_suite
 
@@ -229,7 +230,7 @@ def _stamps(name: str) -> dict[str, float | None]:
     out: dict[str, float | None] = {}
     for line in _docker("logs", "-t", name).splitlines():
         ts, _, text = line.partition(" ")
-        out.setdefault(text, probe.docker_time(ts))
+        out.setdefault(text, docker_time(ts))
     return out
 
 
@@ -240,7 +241,7 @@ def _api():
 
 
 def _started(api, name: str) -> float | None:
-    return probe.docker_time(api.inspect_container(name)["State"]["StartedAt"])
+    return docker_time(api.inspect_container(name)["State"]["StartedAt"])
 
 
 FILLER = """

@@ -31,7 +31,7 @@ from bizosaas_acceptance.model.manifest import Service, Stack, parse_size
 from bizosaas_acceptance.model.target import Target
 from bizosaas_acceptance.outcome import Cause, check, fail
 from bizosaas_acceptance.probes import logs as probe
-from bizosaas_acceptance.probes.docker import STREAM_FACTOR
+from bizosaas_acceptance.probes.docker import STREAM_FACTOR, docker_time
 from bizosaas_acceptance.probes.snapshot import shared
 from bizosaas_acceptance.secrets import MASKER, clip
 from bizosaas_acceptance.state import SETTINGS
@@ -80,7 +80,7 @@ def history_dir(config: pytest.Config) -> Path:
 def window_for(api: Any, stack: Stack, target: Target, settings: dict[str, Any],
                attrs: dict[str, Any]) -> probe.Window:
     """This container's window: --logs-since, else start / previous run / logs.since."""
-    started = probe.docker_time((attrs.get("State") or {}).get("StartedAt"))
+    started = docker_time((attrs.get("State") or {}).get("StartedAt"))
     since = settings.get("logs_since")
     previous = None
     if since is None:

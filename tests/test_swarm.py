@@ -20,11 +20,10 @@ import pytest
 
 from bizosaas_acceptance.model.manifest import Service, Stack
 from bizosaas_acceptance.outcome import Cause, check, fail
-from bizosaas_acceptance.probes.docker import DockerState
+from bizosaas_acceptance.probes.docker import DockerState, docker_time
 from bizosaas_acceptance.probes.swarm import (
     BAD_UPDATE_STATES,
     SwarmView,
-    epoch,
     ps_cmd,
     service_logs_cmd,
 )
@@ -117,7 +116,7 @@ def test_task_failures(service: Service, docker_state: DockerState, stack: Stack
     recent = sw.failures(service, since=sw.read_at - stable_after)
     total = sw.failures(service)
     running = sw.running(service)
-    up = [sw.read_at - (epoch(t["since"]) or sw.read_at) for t in running]
+    up = [sw.read_at - (docker_time(t["since"]) or sw.read_at) for t in running]
     check(not recent, f"[TASKS] ({len(recent)}) failed task(s) in the last {stable_after:g}s: "
           f"{service.key} ({service.container})",
           expected=f"no task failed in the last {stable_after:g}s (tasks kept in history: "

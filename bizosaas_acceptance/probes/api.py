@@ -23,7 +23,7 @@ from bizosaas_acceptance.model.api import (
 )
 from bizosaas_acceptance.model.manifest import Stack
 from bizosaas_acceptance.probes.http import HttpProbe, Reply
-from bizosaas_acceptance.probes.records import BULK_BY_TAG, Record, Records
+from bizosaas_acceptance.probes.records import BULK_BY_TAG, Record, Records, dig
 
 
 def run_tag(run_id: str) -> str:
@@ -49,19 +49,6 @@ def fill(value: Any, tag: str) -> Any:
     if isinstance(value, dict):
         return {k: fill(v, tag) for k, v in value.items()}
     return value
-
-
-def dig(data: Any, dotted: str) -> Any:
-    """``products.0.id`` into parsed JSON; KeyError naming the missing part."""
-    node = data
-    for part in dotted.split("."):
-        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        elif isinstance(node, dict) and part in node:
-            node = node[part]
-        else:
-            raise KeyError(part)
-    return node
 
 
 class ResolveError(Exception):

@@ -340,6 +340,24 @@ def log_stream(client: Any, container: str, attrs: dict[str, Any], **kwargs: Any
 
 
 
+def docker_time(text: str | None) -> float | None:
+    """Docker's RFC 3339 time (nanoseconds, Z or offset) as epoch seconds; None if
+    unset (``0001-01-01...``) or unreadable."""
+    if not text or text.startswith("0001-"):
+        return None
+    body, zone = text.strip(), "+00:00"
+    if body.endswith("Z"):
+        body = body[:-1]
+    elif len(body) > 6 and body[-6] in "+-" and body[-3] == ":":
+        body, zone = body[:-6], body[-6:]
+    head, _, frac = body.partition(".")
+    try:
+        base = datetime.fromisoformat(head + zone).timestamp()
+    except ValueError:
+        return None
+    return base + (float("0." + frac[:9]) if frac else 0.0)
+
+
 @dataclass
 class DockerState:
     """What the snapshot says about containers, by container name.
@@ -420,12 +438,8 @@ class DockerState:
     def up_for(self, svc: Service) -> float:
         """Seconds since the container last started (0 when unknown)."""
         attrs = self.containers.get(svc.container) or {}
-        started = (attrs.get("State") or {}).get("StartedAt", "")
-        try:
-            ts = datetime.fromisoformat(started[:26].rstrip("Z") + "+00:00")
-        except ValueError:
-            return 0.0
-        return max(0.0, time.time() - ts.timestamp())
+        started = docker_time((attrs.get("State") or {}).get("StartedAt"))
+        return 0.0 if started is None else max(0.0, time.time() - started)
 
     def crash_looping(self, svc: Service, stable_after: float) -> bool:
         """Restarting, or restarted and not yet up for ``stable_after`` seconds

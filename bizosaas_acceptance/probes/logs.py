@@ -163,23 +163,6 @@ parse_since.__name__ = ("a duration such as 30m, 2h, 90s, or an ISO 8601 timesta
                         "2024-05-01T03:10:00Z")
 
 
-def docker_time(text: str | None) -> float | None:
-    """Docker's RFC 3339 time (nanoseconds, UTC) as epoch seconds; None if unset."""
-    if not text or text.startswith("0001-"):
-        return None
-    body = text.rstrip("Z")
-    zone = "+00:00"
-    m = re.search(r"([+-]\d\d:\d\d)$", body)
-    if m:
-        body, zone = body[: m.start()], m.group(1)
-    head, _, frac = body.partition(".")
-    try:
-        base = datetime.fromisoformat(head + zone).timestamp()
-    except ValueError:
-        return None
-    return base + (float("0." + frac[:9]) if frac else 0.0)
-
-
 @dataclass(frozen=True)
 class Window:
     """Where a scan starts, and why (for messages)."""

@@ -21,12 +21,12 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from bizosaas_acceptance.model.manifest import Service, Stack
 from bizosaas_acceptance.model.swarm import NAMESPACE_LABEL
 from bizosaas_acceptance.model.target import Target
+from bizosaas_acceptance.probes.docker import docker_time
 
 #: Task states after which a task never runs again.
 FAILED_STATES = frozenset({"failed", "rejected"})
@@ -36,24 +36,6 @@ BAD_UPDATE_STATES = frozenset({"paused", "rollback_started", "rollback_paused",
                                "rollback_completed", "updating"})
 
 _CLIENTS: dict[str, Any] = {}
-
-
-def epoch(stamp: str | None) -> float | None:
-    """Docker's RFC 3339 timestamp (nanoseconds, Z or offset) as epoch seconds."""
-    if not stamp or stamp.startswith("0001-"):
-        return None
-    text = stamp.strip()
-    zone = "+00:00"
-    if text.endswith("Z"):
-        text = text[:-1]
-    elif len(text) > 6 and text[-6] in "+-" and text[-3] == ":":
-        text, zone = text[:-6], text[-6:]
-    head, _, frac = text.partition(".")
-    try:
-        base = datetime.fromisoformat(head + zone).timestamp()
-    except ValueError:
-        return None
-    return base + (float("0." + frac[:6]) if frac else 0.0)
 
 
 def engine_client(url: str, connect_timeout: float) -> Any:
@@ -343,8 +325,8 @@ class SwarmView:
         """Failed or rejected tasks (newest first), since ``since`` when given."""
         out = [t for t in self.tasks(svc) if t["state"] in FAILED_STATES]
         if since is not None:
-            out = [t for t in out if (epoch(t["since"]) or 0) >= since]
-        return sorted(out, key=lambda t: epoch(t["since"]) or 0, reverse=True)
+            out = [t for t in out if (docker_time(t["since"]) or 0) >= since]
+        return sorted(out, key=lambda t: docker_time(t["since"]) or 0, reverse=True)
 
     def pending(self, svc: Service) -> list[dict[str, Any]]:
         """Tasks the manager wants running (or readied, between restarts) that do not
