@@ -27,7 +27,8 @@ import pytest
 
 from bizosaas_acceptance.model.manifest import load_manifest
 from bizosaas_acceptance.model.swarm import apply_swarm, service_name
-from bizosaas_acceptance.probes.swarm import SwarmView, epoch
+from bizosaas_acceptance.probes.docker import docker_time
+from bizosaas_acceptance.probes.swarm import SwarmView
 from sandbox import swarm
 from selftest.stackrun import PROJECT_ROOT, Run, clean_env, run_suite, sandbox
 
@@ -141,7 +142,8 @@ def test_swarm_view_answers() -> None:
 
     svc = Service(key="api", container="s_api", port=80)
     view = SwarmView({
-        "stack": "s", "error": None, "node_id": "n1", "read_at": epoch("2026-01-01T00:01:00Z"),
+        "stack": "s", "error": None, "node_id": "n1",
+        "read_at": docker_time("2026-01-01T00:01:00Z"),
         "nodes": {"n1": {"id": "n1", "hostname": "one", "state": "ready",
                          "availability": "active", "role": "manager", "message": ""},
                   "n2": {"id": "n2", "hostname": "two", "state": "down",
@@ -167,7 +169,7 @@ def test_swarm_view_answers() -> None:
     assert "two (worker) is down" in view.describe_node("n2")
     assert view.describe_task(view.tasks(svc)[2]) == (
         "slot 1@one failed exit 1: task: non-zero exit (1)")
-    assert epoch("2026-01-01T00:00:00.5+01:00") == epoch("2025-12-31T23:00:00Z") + 0.5
+    assert docker_time("2026-01-01T00:00:00.5+01:00") == docker_time("2025-12-31T23:00:00Z") + 0.5
 
 
 # --------------------------------------------------------------------------- on the engine
