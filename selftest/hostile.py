@@ -45,9 +45,27 @@ def free_port() -> int:
     raise RuntimeError("no free port in 19000-19999")
 
 
+#: Sockets that hold the "closed" ports: bound, never listening. Linux refuses
+#: a connection to such a port (RST) exactly as if nothing were bound, and
+#: holding it stops any other self-test (or a RawServer in the same test)
+#: from picking the same number and answering where a dead port was promised.
+_HELD: list[socket.socket] = []
+
+
 def closed_port() -> int:
-    """A port in the range that refuses connections (free, and left unbound)."""
-    return free_port()
+    """A port in the range that refuses connections, reserved for this process."""
+    start = int.from_bytes(os.urandom(2), "big") % len(PORT_RANGE)
+    for i in range(len(PORT_RANGE)):
+        port = PORT_RANGE[(start + i) % len(PORT_RANGE)]
+        s = socket.socket()
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            s.close()
+            continue
+        _HELD.append(s)
+        return port
+    raise RuntimeError("no free port in 19000-19999")
 
 
 class _Handler(BaseHTTPRequestHandler):
