@@ -40,6 +40,12 @@ MARKERS: dict[str, str] = {
                     "count, bridge network); replaced by its swarm counterpart with --swarm-stack",
     "asks_http": "a check outside the HTTP suites that asks the services over HTTP: "
                  "scheduled with them, after the run's opening probe has found any hang",
+    "load_phase": "a check that runs the run's load phase (error rate under load): "
+                  "scheduled first among the HTTP checks",
+    "after_load": "a check that compares the stack before and after the load phase (memory, "
+                  "connections): scheduled after the other HTTP checks, before timed ones",
+    "timed": "a check that times answers (response time): scheduled last, on a stack "
+             "no longer under the load phase",
     "verify": "quick post-deploy subset (containers, health, infra, network, resources)",
     "critical": "check of a critical service: a failure fails the gate",
     "service(key)": "the service a check is about (stack manifest key)",

@@ -12,6 +12,7 @@ Thin by design: every hook hands over to the module that owns the work.
 
 from __future__ import annotations
 
+import os
 import secrets
 import threading
 import time
@@ -173,6 +174,27 @@ def pytest_configure_node(node: Any) -> None:
     node.workerinput["bizosaas_run_id"] = node.config.stash[RUN_ID]
 
 
+#: Workers ``-n auto`` starts at least: the checks mostly wait on answers, so
+#: on a small runner four workers overlap a slow service's waits where two
+#: would queue them (a healthy run takes the same time; see README, Performance).
+MIN_AUTO_WORKERS = 4
+
+
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """xdist ``-n auto``: one worker per CPU, and at least :data:`MIN_AUTO_WORKERS`.
+
+    ``PYTEST_XDIST_AUTO_NUM_WORKERS`` still decides when set (xdist reads it).
+    """
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return None  # xdist's own implementation honours it
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(MIN_AUTO_WORKERS, cpus)
+
+
 def pytest_report_header(config: pytest.Config) -> list[str]:
     return header_lines(config.stash[STACK], config.stash[TARGET])
 
@@ -191,12 +213,34 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     _drop_by_swarm_mode(config, items)
     for item in items:
         label(item)
-    # HTTP checks last (stable: module order kept within each group). A hung
-    # service costs its one timeout in the run's opening probe, which starts
-    # with the run; the other checks fill that time instead of waiting on it
-    # (xdist hands out checks in this order). Same work, same verdicts.
-    items.sort(key=lambda item: dict(item.user_properties).get("suite") in _HTTP_SUITES
-               or item.get_closest_marker("asks_http") is not None)
+    items.sort(key=_schedule_rank)  # stable: module order kept within each group
+
+
+def _schedule_rank(item: pytest.Item) -> int:
+    """Where a check goes in the run (xdist hands checks out in this order).
+
+    0. Checks that ask Docker, the databases, Vault and Temporal. A hung
+       service costs its one timeout in the run's opening probe, which starts
+       with the run; these checks fill that time instead of waiting on it.
+    1. The load phase: its requests (a slow service's take seconds) overlap
+       the HTTP checks that time nothing, on the other workers.
+    2. The other HTTP checks.
+    3. The checks that compare the stack before and after the load phase:
+       they wait for its end, so by now there is nothing left to wait for.
+    4. Timed checks, last: they sample a stack no longer under the load.
+
+    Same work, same verdicts; only the waiting overlaps.
+    """
+    if item.get_closest_marker("load_phase") is not None:
+        return -1
+    http = (dict(item.user_properties).get("suite") in _HTTP_SUITES
+            or item.get_closest_marker("asks_http") is not None)
+    if not http:
+        return 0
+    for rank, marker in ((3, "after_load"), (4, "timed")):
+        if item.get_closest_marker(marker) is not None:
+            return rank
+    return 2
 
 
 #: Check families that exist only when their option is given (marker: setting).
