@@ -322,3 +322,34 @@ def test_concurrent_trips_keep_the_first_failure(tmp_path: Path,
     assert len([p for p in (tmp_path / "b").iterdir() if p.suffix == ".json"]) == 1
     seen = {p.breaker.blocking(p.breaker.where(f"{base}/api/locked")).at for p in probes}
     assert len(seen) == 1, seen
+
+
+def test_slow_mark_never_outlives_its_request(tmp_path: Path) -> None:
+    """A request marked slow just as it ends withdraws the mark: otherwise every
+    other request to the route waits for the mark's deadline (the whole budget).
+
+    The breaker's marking is slowed down (as a busy runner does) so the answer
+    arrives while the clock thread is still writing the mark."""
+
+    class SlowMarking(Breaker):
+        def slow(self, where: Any, deadline: float) -> str:
+            time.sleep(0.3)  # the answer (0.3 s) arrives meanwhile
+            return super().slow(where, deadline)
+
+    def answer_late(h: Any) -> None:
+        time.sleep(0.3)
+        h._send(200, "application/json", b"{}")
+
+    with HostileHttp({"/api/x": answer_late}) as srv:
+        url = f"http://127.0.0.1:{srv.port}/api/x"
+        breaker = SlowMarking(directory=tmp_path / "breaker")
+        probe = HttpProbe(5.0, breaker)
+        assert probe.request("GET", url).status == 200
+        time.sleep(0.5)  # a mark still being written lands by now
+        other = Breaker(directory=tmp_path / "breaker")  # another worker
+        assert breaker.pending(breaker.where(url)) is None
+        assert other.pending(other.where(url)) is None
+        t0 = time.monotonic()
+        assert HttpProbe(5.0, other).request("GET", url).status == 200
+        assert time.monotonic() - t0 < 1.0
+        probe.close()
