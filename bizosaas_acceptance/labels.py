@@ -41,7 +41,7 @@ MARKERS: dict[str, str] = {
     "asks_http": "a check outside the HTTP suites that asks the services over HTTP: "
                  "scheduled with them, after the run's opening probe has found any hang",
     "load_phase": "a check that runs the run's load phase (error rate under load): "
-                  "scheduled first among the HTTP checks",
+                  "scheduled first, so a slow service's load overlaps the other checks",
     "after_load": "a check that compares the stack before and after the load phase (memory, "
                   "connections): scheduled after the other HTTP checks, before timed ones",
     "timed": "a check that times answers (response time): scheduled last, on a stack "

@@ -219,11 +219,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def _schedule_rank(item: pytest.Item) -> int:
     """Where a check goes in the run (xdist hands checks out in this order).
 
-    0. Checks that ask Docker, the databases, Vault and Temporal. A hung
+    0. The load phase (every service's load, side by side): a slow service's
+       load takes seconds, and here it overlaps everything that follows.
+    1. Checks that ask Docker, the databases, Vault and Temporal. A hung
        service costs its one timeout in the run's opening probe, which starts
        with the run; these checks fill that time instead of waiting on it.
-    1. The load phase: its requests (a slow service's take seconds) overlap
-       the HTTP checks that time nothing, on the other workers.
     2. The other HTTP checks.
     3. The checks that compare the stack before and after the load phase:
        they wait for its end, so by now there is nothing left to wait for.
@@ -232,11 +232,11 @@ def _schedule_rank(item: pytest.Item) -> int:
     Same work, same verdicts; only the waiting overlaps.
     """
     if item.get_closest_marker("load_phase") is not None:
-        return -1
+        return 0
     http = (dict(item.user_properties).get("suite") in _HTTP_SUITES
             or item.get_closest_marker("asks_http") is not None)
     if not http:
-        return 0
+        return 1
     for rank, marker in ((3, "after_load"), (4, "timed")):
         if item.get_closest_marker(marker) is not None:
             return rank
