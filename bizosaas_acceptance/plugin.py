@@ -182,7 +182,9 @@ MIN_AUTO_WORKERS = 4
 
 @pytest.hookimpl(optionalhook=True, tryfirst=True)
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
-    """xdist ``-n auto``: one worker per CPU, and at least :data:`MIN_AUTO_WORKERS`.
+    """xdist ``-n auto``: one worker per CPU, and at least :data:`MIN_AUTO_WORKERS`
+    for a run that includes the suites that wait on answers (``-m verify`` alone
+    asks only health paths: there a worker per CPU is quicker).
 
     ``PYTEST_XDIST_AUTO_NUM_WORKERS`` still decides when set (xdist reads it).
     """
@@ -192,6 +194,8 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
         cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         cpus = os.cpu_count() or 1
+    if (getattr(config.option, "markexpr", "") or "").strip() == "verify":
+        return cpus
     return max(MIN_AUTO_WORKERS, cpus)
 
 

@@ -20,6 +20,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -115,11 +116,15 @@ def test_run_order_load_first_timed_last() -> None:
     assert max(http_rest) < min(after) and max(after) < min(timed)
 
 
-@pytest.mark.parametrize(("cpus", "workers"), [(1, 4), (2, 4), (4, 4), (12, 12)])
-def test_auto_workers(monkeypatch: pytest.MonkeyPatch, cpus: int, workers: int) -> None:
+@pytest.mark.parametrize(("cpus", "markexpr", "workers"), [
+    (1, "", 4), (2, "", 4), (4, "", 4), (12, "", 12), (2, "performance", 4),
+    (2, "verify", 2), (12, " verify ", 12)])
+def test_auto_workers(monkeypatch: pytest.MonkeyPatch, cpus: int, markexpr: str,
+                      workers: int) -> None:
     monkeypatch.delenv("PYTEST_XDIST_AUTO_NUM_WORKERS", raising=False)
     monkeypatch.setattr(plugin.os, "sched_getaffinity", lambda _pid: set(range(cpus)))
-    assert plugin.pytest_xdist_auto_num_workers(None) == workers  # type: ignore[arg-type]
+    config = SimpleNamespace(option=SimpleNamespace(markexpr=markexpr))
+    assert plugin.pytest_xdist_auto_num_workers(config) == workers  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("env", [None, "3"])
