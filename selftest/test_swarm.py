@@ -21,6 +21,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -177,9 +179,11 @@ def test_swarm_view_answers() -> None:
 
 @pytest.fixture(scope="module")
 def swarm_stack():
-    """The reference stack as a Swarm stack on this engine, removed afterwards."""
+    """The reference stack as a Swarm stack on this engine, removed afterwards;
+    yields when the deploy began (epoch seconds)."""
+    began = time.time()
     sandbox("up", "--swarm", timeout=400)
-    yield
+    yield began
     sandbox("down", "--swarm", timeout=200)
 
 
@@ -193,8 +197,49 @@ def _by_check(run: Run) -> set[tuple[str, str]]:
     return {(c["service"], c["nodeid"].split("::")[-1].split("[")[0]) for c in run.failed()}
 
 
-def test_suite_passes_on_the_swarm_stack(swarm_stack, tmp_path: Path) -> None:
-    run = _suite(tmp_path)
+def replaced_tasks(since: float) -> list[str]:
+    """Tasks of the stack that Swarm created after ``since`` (epoch seconds): a
+    service whose task was replaced then, with the old task's state and error."""
+    import docker
+
+    api = docker.from_env(timeout=20).api
+    found = []
+    for svc in api.services(filters={"label": f"com.docker.stack.namespace={swarm.STACK}"}):
+        tasks = sorted(api.tasks(filters={"service": svc["ID"]}),
+                       key=lambda t: docker_time(t.get("CreatedAt")) or 0.0)
+        for old, new in zip(tasks, tasks[1:], strict=False):
+            if (docker_time(new.get("CreatedAt")) or 0.0) > since:
+                status = old.get("Status") or {}
+                found.append(f"{svc['Spec']['Name']}: task {old['ID'][:12]} "
+                             f"{status.get('State')} ({status.get('Err') or status.get('Message')})"
+                             f" replaced at {new.get('CreatedAt')}")
+    return found
+
+
+def test_suite_passes_on_the_swarm_stack(swarm_stack: float, tmp_path: Path) -> None:
+    """100% on the settled Swarm stack.
+
+    Its premise is a stack whose every task started once and was left alone.
+    Once (1 CI run in several) Swarm replaced the temporal task during the
+    run, and the logs suite rightly reported the new task's start-up errors
+    ("Frontend is not healthy yet": its log was read a second after it began;
+    a forced ``docker service update`` of temporal reproduces such lines).
+    Should Swarm replace a task again, the
+    evidence is printed and the run is repeated once on the settled stack,
+    its logs judged from then on; a failure without such evidence, or a
+    second one, fails the test.
+    """
+    run = _suite(tmp_path / "first")
+    if run.ret != 0:
+        replaced = replaced_tasks(swarm_stack)
+        if replaced:
+            print("Swarm replaced tasks of the stack, so this test's premise did not hold:\n  "
+                  + "\n  ".join(replaced) + "\nfirst run: " + run.summary()[:3000])
+            # Wait until it has settled (no new deploy: one racing Swarm's own
+            # update fails with "update out of sequence").
+            swarm.wait_converged(swarm.Engine(), 240, print)
+            settled = datetime.now(UTC) - timedelta(seconds=1)
+            run = _suite(tmp_path / "again", f"--logs-since={settled.isoformat()}")
     assert run.ret == 0 and run.gate["pass_rate"] == 100.0, run.summary()
     suites = run.gate["per_suite"]
     assert suites["swarm"]["passed"] >= 9 * 12, suites["swarm"]
