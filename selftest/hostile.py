@@ -30,19 +30,25 @@ HUGE_BYTES = 64 * 1024 * 1024  # far past bizosaas_acceptance.probes.http.MAX_BO
 DRIP_SECONDS = 120  # the drip outlasts any sane timeout
 
 
-def free_port() -> int:
-    """A port in 19000-19999 nothing listens on right now (random start, so
-    parallel self-tests rarely collide)."""
+def _bound_in_range() -> socket.socket:
+    """A socket bound to a free port of 19000-19999 (random start, so parallel
+    self-tests rarely collide), not listening."""
     start = int.from_bytes(os.urandom(2), "big") % len(PORT_RANGE)
     for i in range(len(PORT_RANGE)):
-        port = PORT_RANGE[(start + i) % len(PORT_RANGE)]
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
+        s = socket.socket()
+        try:
+            s.bind(("127.0.0.1", PORT_RANGE[(start + i) % len(PORT_RANGE)]))
+        except OSError:
+            s.close()
+            continue
+        return s
     raise RuntimeError("no free port in 19000-19999")
+
+
+def free_port() -> int:
+    """A port in 19000-19999 nothing listens on right now."""
+    with _bound_in_range() as s:
+        return s.getsockname()[1]
 
 
 #: Sockets that hold the "closed" ports: bound, never listening. Linux refuses
@@ -54,18 +60,9 @@ _HELD: list[socket.socket] = []
 
 def closed_port() -> int:
     """A port in the range that refuses connections, reserved for this process."""
-    start = int.from_bytes(os.urandom(2), "big") % len(PORT_RANGE)
-    for i in range(len(PORT_RANGE)):
-        port = PORT_RANGE[(start + i) % len(PORT_RANGE)]
-        s = socket.socket()
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            s.close()
-            continue
-        _HELD.append(s)
-        return port
-    raise RuntimeError("no free port in 19000-19999")
+    s = _bound_in_range()
+    _HELD.append(s)
+    return s.getsockname()[1]
 
 
 class _Handler(BaseHTTPRequestHandler):

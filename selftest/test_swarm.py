@@ -200,11 +200,10 @@ def _by_check(run: Run) -> set[tuple[str, str]]:
 def replaced_tasks(since: float) -> list[str]:
     """Tasks of the stack that Swarm created after ``since`` (epoch seconds): a
     service whose task was replaced then, with the old task's state and error."""
-    import docker
-
-    api = docker.from_env(timeout=20).api
+    engine = swarm.Engine()
+    api = engine.client.api
     found = []
-    for svc in api.services(filters={"label": f"com.docker.stack.namespace={swarm.STACK}"}):
+    for svc in swarm.services(engine):
         tasks = sorted(api.tasks(filters={"service": svc["ID"]}),
                        key=lambda t: docker_time(t.get("CreatedAt")) or 0.0)
         for old, new in zip(tasks, tasks[1:], strict=False):
@@ -224,10 +223,9 @@ def test_suite_passes_on_the_swarm_stack(swarm_stack: float, tmp_path: Path) -> 
     run, and the logs suite rightly reported the new task's start-up errors
     ("Frontend is not healthy yet": its log was read a second after it began;
     a forced ``docker service update`` of temporal reproduces such lines).
-    Should Swarm replace a task again, the
-    evidence is printed and the run is repeated once on the settled stack,
-    its logs judged from then on; a failure without such evidence, or a
-    second one, fails the test.
+    Should Swarm replace a task again, the evidence is printed and the run is
+    repeated once on the settled stack, its logs judged from then on; a
+    failure without such evidence, or a second one, fails the test.
     """
     run = _suite(tmp_path / "first")
     if run.ret != 0:

@@ -574,9 +574,7 @@ def test_error_rate_under_load(api_service: ServiceApi, api: ApiCaller, stack: S
         pytest.skip(f"{api_service.key} documents no timed GET")
     workers = _workers(request.config)
     limit = float(stack.threshold("error_rate_pct"))
-    phase = load_phase(api, stack, target, workers, run_id)
-    load = (phase[api_service.key].result() if api_service.key in phase
-            else service_load(api, stack, target, api_service, workers, run_id))
+    load = load_phase(api, stack, target, workers, run_id)[api_service.key].result()
     sent = load["requests"]
     errors = [r for r in sent if r["error"] is not None or r["status"] != r["expected"]]
     rate = len(errors) / len(sent) * 100 if sent else 100.0
